@@ -1,0 +1,210 @@
+"""Configuration as plain dataclasses, stored as YAML, overridden with ``--set a.b=value``.
+
+A saved model folder holds the whole :class:`Config`, so a model (and its preprocessing)
+is rebuilt from ``config.yaml`` alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from sora.errors import ConfigError
+from sora.io.files import atomic_write_text
+
+
+@dataclass
+class DataConfig:
+    """Preprocessing and loading.
+
+    Frames are decoded at ``fps``, resized so the short side is ``short_side``, and ``clip_len``
+    frames are sampled per clip (``sampler``: ``uniform`` segments over the whole video, or a
+    ``random`` contiguous clip), then cropped to ``crop`` = ``[height, width]``.
+    """
+
+    fps: float = 8.0
+    clip_len: int = 16
+    short_side: int = 64
+    crop: list[int] = field(default_factory=lambda: [64, 80])
+    sampler: str = "uniform"
+    eval_views: int = 3
+    hflip: bool = False
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    batch_size: int = 16
+    num_workers: int = 0
+    cache: bool = True
+    val_fraction: float = 0.1
+
+
+@dataclass
+class ModelConfig:
+    """SoraNet. See :class:`sora.models.soranet.SoraNet` for the tensor shapes.
+
+    backbone: ``light`` (built in) or a torchvision classification model name (``resnet18``,
+        ``mobilenet_v3_small``, ``efficientnet_b0``, ``regnet_y_400mf``, ``convnext_tiny``...).
+    backbone_weights: ``null``, a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``;
+        downloaded when online) or a path to a local state dict (``.pth``/``.safetensors``).
+    strides: which feature strides to fuse (subset of 4, 8, 16, 32).
+    fusion: ``concat`` or ``sum`` of the per-scale vectors.
+    temporal_diff: also feed the RNN the change of the frame descriptor since the last frame.
+    rnn: ``gru``, ``lstm`` or ``none`` (mean over time; with ``temporal_diff: false`` this is
+        the order-blind frame-averaging baseline).
+    head: ``clip`` (one label per clip) or ``step`` (a label at every frame).
+    """
+
+    num_classes: int = 10
+    backbone: str = "light"
+    backbone_weights: str | None = None
+    widths: list[int] = field(default_factory=lambda: [16, 24, 48, 64, 96])
+    strides: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
+    scale_dim: int = 32
+    grid: int = 3
+    fusion: str = "concat"
+    fusion_dim: int = 128
+    temporal_diff: bool = True
+    rnn: str = "gru"
+    hidden: int = 128
+    layers: int = 1
+    bidirectional: bool = False
+    head: str = "clip"
+    dropout: float = 0.2
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and the Lightning Trainer.
+
+    accelerator/devices/strategy/num_nodes go to ``lightning.Trainer`` unchanged (``auto``
+    uses a GPU when one is present; ``strategy: ddp`` with ``devices: N`` runs DDP).
+    precision: ``auto`` = bf16/16 mixed on GPU, 32 on CPU.
+    """
+
+    epochs: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    grad_clip: float = 1.0
+    seed: int = 0
+    early_stop_patience: int = 5
+    class_weights: bool = True
+    label_smoothing: float = 0.0
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "auto"
+    checkpoint_every_n_steps: int = 0
+    deterministic: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, values: dict, where: str, source: str | None):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping", source)
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(
+                f"unknown key {where + '.' if where else ''}{key} "
+                f"(known: {', '.join(sorted(known))})",
+                source,
+            )
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value or {}, f"{where}.{key}".strip("."), source)
+        else:
+            kwargs[key] = _coerce(value, hint, f"{where}.{key}".strip("."), source)
+    return cls(**kwargs)
+
+
+def _coerce(value, hint, key: str, source: str | None):
+    text = str(hint)
+    if value is None:
+        if "None" in text or "Any" in text:
+            return None
+        raise ConfigError(f"{key} cannot be null", source)
+    try:
+        if hint is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if hint is str or text == "str | None":
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+        if text.startswith("list"):
+            if not isinstance(value, list):
+                raise TypeError
+            inner = float if "float" in text else int
+            return [inner(v) for v in value]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {text}, got {value!r}", source) from None
+    return value
+
+
+def config_from_dict(values: dict, source: str | None = None) -> Config:
+    return _build(Config, values or {}, "", source)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML config; unknown keys and wrong types are :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file not found", path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"not valid YAML{where}", path) from None
+    return config_from_dict(values, str(path))
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` strings; the value is parsed as YAML (``3``, ``[64, 64]``, ``null``)."""
+    values = config.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = values
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"--set {key}: unknown section {part!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"--set {key}: unknown key (known: {', '.join(sorted(node))})")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
+    return config_from_dict(values, "--set")

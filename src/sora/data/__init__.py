@@ -1,0 +1,1 @@
+"""Data: clip samplers, video transforms, labelled datasets and the MotionShapes generator."""

@@ -1,0 +1,21 @@
+"""Video input/output: metadata, decoding (fps resampling, resize on decode), encoding, live sources."""
+
+from sora.io.video import (
+    Frame,
+    VideoMeta,
+    VideoReader,
+    open_source,
+    probe,
+    read_video,
+    write_video,
+)
+
+__all__ = [
+    "Frame",
+    "VideoMeta",
+    "VideoReader",
+    "open_source",
+    "probe",
+    "read_video",
+    "write_video",
+]

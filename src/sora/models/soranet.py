@@ -1,0 +1,217 @@
+"""SoraNet: multi-scale CNN features per frame, fused across scales, then across time by an RNN.
+
+Shapes (B batch, T frames, S scales, K classes)::
+
+    clip      (B, T, 3, H, W)      float, normalized
+    backbone  per frame -> {s: (B*T, C_s, H/s, W/s)} for s in strides
+    ScalePool per scale: 1x1 conv to D_s, adaptive average pool to a g x g grid,
+              flatten -> (B*T, D_s*g*g)       # keeps coarse position, which motion needs
+    fusion    concat: Linear(S*D_s*g*g -> F) | sum: sum_s Linear_s(D_s*g*g -> F);
+              then LayerNorm + ReLU -> (B, T, F)
+    diff      temporal_diff: append f_t - f_{t-1} (0 at t=0) -> (B, T, 2F); causal
+    temporal  GRU/LSTM(2F -> Hd) over T -> (B, T, Hd)  (or Hd*2 bidirectional)
+              rnn="none": running mean over time (order-blind baseline)
+    head      clip: Linear on the last state -> (B, K)
+              step: Linear at every step -> (B, T, K)
+
+Streaming (causal configs): ``state = model.init_state(B)``, then for each frame
+``logits, state = model.step(frame, state)`` with ``frame`` ``(B, 3, H, W)`` and ``logits``
+``(B, K)``. Memory is constant in the number of frames, and the logits after step ``t``
+equal the offline ``forward`` on frames ``0..t`` (for the step head: its ``t``-th output).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sora.config import ModelConfig
+from sora.models.backbones import build_backbone
+
+State = dict[str, torch.Tensor]
+
+
+class ScalePool(nn.Module):
+    """``(N, C, h, w)`` -> ``(N, out_dim * grid * grid)``: 1x1 conv, BN, ReLU, grid pooling."""
+
+    def __init__(self, channels: int, out_dim: int, grid: int):
+        super().__init__()
+        self.proj = nn.Sequential(
+            nn.Conv2d(channels, out_dim, 1, bias=False), nn.BatchNorm2d(out_dim), nn.ReLU(True)
+        )
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.proj(x)).flatten(1)
+
+
+class ScaleFusion(nn.Module):
+    """Fuse per-scale vectors into one frame descriptor ``(N, fusion_dim)``."""
+
+    def __init__(self, in_dims: list[int], fusion_dim: int, mode: str):
+        super().__init__()
+        if mode not in ("concat", "sum"):
+            raise ValueError(f"fusion must be 'concat' or 'sum', got {mode!r}")
+        self.mode = mode
+        if mode == "concat":
+            self.proj = nn.ModuleList([nn.Linear(sum(in_dims), fusion_dim)])
+        else:
+            self.proj = nn.ModuleList(nn.Linear(d, fusion_dim) for d in in_dims)
+        self.norm = nn.LayerNorm(fusion_dim)
+
+    def forward(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        if self.mode == "concat":
+            x = self.proj[0](torch.cat(parts, dim=1))
+        else:
+            x = sum(p(v) for p, v in zip(self.proj, parts, strict=True))
+        return torch.relu(self.norm(x))
+
+
+class SoraNet(nn.Module):
+    """Multi-scale CNN + recurrent temporal fusion. Built from a :class:`ModelConfig`."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        for key, value, allowed in (
+            ("rnn", cfg.rnn, ("gru", "lstm", "none")),
+            ("head", cfg.head, ("clip", "step")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"model.{key} must be one of {allowed}, got {value!r}")
+        if cfg.num_classes < 1:
+            raise ValueError(f"model.num_classes must be >= 1, got {cfg.num_classes}")
+        self.cfg = cfg
+        self.strides = tuple(sorted(cfg.strides))
+        self.backbone = build_backbone(
+            cfg.backbone, weights=cfg.backbone_weights, widths=cfg.widths, strides=self.strides
+        )
+        self.pools = nn.ModuleList(
+            ScalePool(self.backbone.channels[s], cfg.scale_dim, cfg.grid) for s in self.strides
+        )
+        dims = [cfg.scale_dim * cfg.grid * cfg.grid] * len(self.strides)
+        self.fusion = ScaleFusion(dims, cfg.fusion_dim, cfg.fusion)
+        self.dropout = nn.Dropout(cfg.dropout)
+        in_dim = cfg.fusion_dim * (2 if cfg.temporal_diff else 1)
+        if cfg.rnn == "none":
+            self.rnn = None
+            out_dim = in_dim
+        else:
+            rnn_cls = nn.GRU if cfg.rnn == "gru" else nn.LSTM
+            self.rnn = rnn_cls(
+                in_dim,
+                cfg.hidden,
+                num_layers=cfg.layers,
+                batch_first=True,
+                bidirectional=cfg.bidirectional,
+            )
+            out_dim = cfg.hidden * (2 if cfg.bidirectional else 1)
+        self.head = nn.Linear(out_dim, cfg.num_classes)
+        self.min_size = max(self.strides)
+
+    # -- shapes --------------------------------------------------------------------------
+    def _check(self, x: torch.Tensor, rank: int, name: str) -> None:
+        expected = "(B, T, 3, H, W)" if rank == 5 else "(B, 3, H, W)"
+        if x.dim() != rank:
+            raise ValueError(f"{name} must have shape {expected}, got {tuple(x.shape)}")
+        if x.shape[-3] != 3:
+            raise ValueError(f"{name} must have 3 channels {expected}, got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if h < self.min_size or w < self.min_size:
+            raise ValueError(
+                f"{name} frames must be at least {self.min_size}x{self.min_size} for stride "
+                f"{self.min_size}, got {h}x{w} in {expected}={tuple(x.shape)}"
+            )
+
+    # -- building blocks -----------------------------------------------------------------
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` -> fused per-frame descriptors ``(N, fusion_dim)``."""
+        maps = self.backbone(frames)
+        parts = [pool(maps[s]) for pool, s in zip(self.pools, self.strides, strict=True)]
+        return self.dropout(self.fusion(parts))
+
+    def scale_shapes(self, height: int, width: int) -> dict[int, tuple[int, ...]]:
+        """Feature-map shape ``(C, h, w)`` at each stride for one ``height x width`` frame."""
+        was = self.training
+        self.eval()
+        with torch.no_grad():
+            maps = self.backbone(torch.zeros(1, 3, height, width))
+        self.train(was)
+        return {s: tuple(maps[s].shape[1:]) for s in self.strides}
+
+    # -- offline -------------------------------------------------------------------------
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        """``(B, T, 3, H, W)`` -> clip head ``(B, K)`` or step head ``(B, T, K)``."""
+        self._check(clip, 5, "clip")
+        b, t = clip.shape[:2]
+        feats = self.frame_features(clip.flatten(0, 1)).view(b, t, -1)  # (B, T, F)
+        if self.cfg.temporal_diff:
+            diff = torch.cat([torch.zeros_like(feats[:, :1]), feats[:, 1:] - feats[:, :-1]], 1)
+            feats = torch.cat([feats, diff], dim=2)  # (B, T, 2F)
+        if self.rnn is None:
+            steps = torch.arange(1, t + 1, device=clip.device, dtype=feats.dtype).view(1, t, 1)
+            seq = feats.cumsum(1) / steps  # causal running mean (B, T, F)
+            last = seq[:, -1]
+        else:
+            seq, hidden = self.rnn(feats)  # (B, T, Hd*dirs)
+            h_n = hidden[0] if isinstance(hidden, tuple) else hidden  # (layers*dirs, B, Hd)
+            if self.cfg.bidirectional:
+                last = torch.cat([h_n[-2], h_n[-1]], dim=1)
+            else:
+                last = seq[:, -1]
+        if self.cfg.head == "step":
+            return self.head(seq)
+        return self.head(last)
+
+    # -- streaming -----------------------------------------------------------------------
+    @property
+    def streamable(self) -> bool:
+        return not self.cfg.bidirectional
+
+    def init_state(self, batch: int = 1, device=None) -> State:
+        """Zero state for :meth:`step`: ``h`` (and ``c`` for LSTM) ``(layers, B, Hd)``, or the
+        running sum and count for ``rnn="none"``."""
+        if not self.streamable:
+            raise ValueError(
+                "a bidirectional model needs the whole clip and cannot be streamed; "
+                "use forward() offline or train with model.bidirectional=false"
+            )
+        device = device or self.head.weight.device
+        dtype = self.head.weight.dtype
+        state: State = {}
+        if self.cfg.temporal_diff:  # previous frame's features, and whether there was one
+            state["prev"] = torch.zeros(batch, self.cfg.fusion_dim, device=device, dtype=dtype)
+            state["seen"] = torch.zeros(batch, 1, device=device, dtype=dtype)
+        if self.rnn is None:
+            dim = self.head.in_features
+            state["sum"] = torch.zeros(batch, dim, device=device, dtype=dtype)
+            state["count"] = torch.zeros(batch, 1, device=device, dtype=dtype)
+            return state
+        shape = (self.cfg.layers, batch, self.cfg.hidden)
+        state["h"] = torch.zeros(shape, device=device, dtype=dtype)
+        if self.cfg.rnn == "lstm":
+            state["c"] = torch.zeros(shape, device=device, dtype=dtype)
+        return state
+
+    def step(self, frame: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One frame ``(B, 3, H, W)`` -> logits ``(B, K)`` for the clip so far, new state."""
+        if not self.streamable:
+            self.init_state()  # raises the explanation
+        self._check(frame, 4, "frame")
+        feat = self.frame_features(frame)  # (B, F)
+        new: State = {}
+        if self.cfg.temporal_diff:
+            diff = (feat - state["prev"]) * state["seen"]
+            new["prev"], new["seen"] = feat, torch.ones_like(state["seen"])
+            feat = torch.cat([feat, diff], dim=1)  # (B, 2F)
+        if self.rnn is None:
+            new["sum"], new["count"] = state["sum"] + feat, state["count"] + 1
+            return self.head(new["sum"] / new["count"]), new
+        if self.cfg.rnn == "lstm":
+            out, (new["h"], new["c"]) = self.rnn(feat.unsqueeze(1), (state["h"], state["c"]))
+        else:
+            out, new["h"] = self.rnn(feat.unsqueeze(1), state["h"])
+        return self.head(out[:, 0]), new
+
+
+def build_model(cfg: ModelConfig) -> SoraNet:
+    return SoraNet(cfg)

@@ -1,0 +1,1 @@
+"""Tasks: LightningModules and training entry points."""

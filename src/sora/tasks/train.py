@@ -1,0 +1,248 @@
+"""``train()``: fit a :class:`VideoClassifier` on a dataset and write a run folder.
+
+Run folder::
+
+    RUN/config.yaml            the full config (data, model, train)
+    RUN/classes.json
+    RUN/metrics.csv            one row per epoch: train/val loss and accuracy, lr, seconds
+    RUN/checkpoints/last.ckpt  full training state (resume); best.ckpt (highest val_acc)
+    RUN/model/                 the best model: config.yaml + model.safetensors + classes.json
+    RUN/train_summary.json     best epoch and accuracy, timing, skipped files
+
+Checkpoints are written atomically (temp file + rename) and read with ``weights_only=True``,
+so a run killed at any moment resumes from its last checkpoint and loading never unpickles
+arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from sora.config import Config, save_config
+from sora.errors import CheckpointError, DatasetError
+from sora.io.files import atomic_write_bytes, atomic_write_text
+from sora.models.store import save_model
+from sora.tasks.classification import VideoClassifier, VideoDataModule, class_weights
+
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Save via a temp file + ``os.replace``; load with ``weights_only=True`` only."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return load_checkpoint_file(path)
+
+
+def load_checkpoint_file(path: str | Path) -> dict:
+    """A Lightning checkpoint read with ``weights_only=True``; anything else is a
+    :class:`CheckpointError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("checkpoint not found", path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle / zip errors of many types
+        raise CheckpointError(f"not a loadable checkpoint ({type(err).__name__})", path) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError("not a Lightning checkpoint (no state_dict)", path)
+    return ckpt
+
+
+class MetricsHistory(Callback):
+    """Write ``metrics.csv`` (atomically) after every epoch; its rows live in the checkpoint,
+    so a resumed run continues the same file without duplicate or lost epochs."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: list[dict[str, float]] = []
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        m = trainer.callback_metrics
+        row: dict[str, float] = {"epoch": float(trainer.current_epoch)}
+        for key in ("train_loss_epoch", "train_acc", "val_loss", "val_acc"):
+            if key in m:
+                row[key.replace("_epoch", "")] = float(m[key])
+        row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        row["seconds"] = time.perf_counter() - self._t0
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        if trainer.is_global_zero:
+            write_metrics_csv(self.path, self.rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))
+
+
+def write_metrics_csv(path: Path, rows: list[dict[str, float]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, restval="")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (int(v) if k == "epoch" else f"{v:.6g}") for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_metrics_csv(path: Path) -> list[dict[str, float]]:
+    with Path(path).open() as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def _rank() -> int:
+    """This process's global rank (Lightning's DDP launcher re-runs the command per rank)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+
+
+def _precision(config: Config) -> str:
+    if config.train.precision != "auto":
+        return config.train.precision
+    if torch.cuda.is_available() and config.train.accelerator in ("auto", "gpu", "cuda"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def train(
+    config: Config,
+    data: str | Path,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    max_time: str | None = None,
+) -> dict:
+    """Train and write the run folder. Returns the train summary dict.
+
+    Raises:
+        DatasetError: empty dataset, a class without readable videos.
+        FileExistsError: ``out`` holds a run and ``resume`` is not set (nothing is written over).
+        CheckpointError: ``resume`` without a usable ``last.ckpt``, or a config that differs
+            from the run's.
+    """
+    out = Path(out)
+    last = out / "checkpoints" / "last.ckpt"
+    if _rank() == 0:
+        if resume:
+            if not last.is_file():
+                raise CheckpointError("nothing to resume: checkpoints/last.ckpt is missing", out)
+        elif out.exists() and any(out.iterdir()):
+            raise FileExistsError(f"{out}: already holds files; use --resume or another --out")
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    dm = VideoDataModule(config, data)
+    dm.setup("fit")
+    classes = dm.train_set.classes
+    if config.model.num_classes != len(classes):
+        config.model.num_classes = len(classes)
+    weights = class_weights(dm.train_set.labels, len(classes)) if config.train.class_weights else None
+    module = VideoClassifier(config.to_dict(), classes, weights)
+    if resume:
+        ckpt = load_checkpoint_file(last)
+        saved = ckpt.get("hyper_parameters", {}).get("config", {}).get("model")
+        if saved != config.to_dict()["model"] or ckpt["hyper_parameters"].get("classes") != classes:
+            raise CheckpointError(
+                "the run was trained with another model config or class list; "
+                "resume with the run's config.yaml",
+                last,
+            )
+    if _rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
+        atomic_write_text(out / "classes.json", json.dumps(classes, indent=2))
+
+    history = MetricsHistory(out / "metrics.csv")
+    t = config.train
+    ckpt_best = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="best",
+        monitor="val_acc",
+        mode="max",
+        save_top_k=1,
+        save_last=False,
+        enable_version_counter=False,
+    )
+    ckpt_last = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="last",
+        save_top_k=1,
+        every_n_train_steps=t.checkpoint_every_n_steps or None,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    callbacks = [history, ckpt_best, ckpt_last]
+    if t.early_stop_patience > 0:
+        callbacks.append(EarlyStopping("val_acc", mode="max", patience=t.early_stop_patience))
+    on_gpu = torch.cuda.is_available() and t.accelerator in ("auto", "gpu", "cuda")
+    trainer = L.Trainer(
+        max_epochs=t.epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=_precision(config),
+        gradient_clip_val=t.grad_clip or None,
+        deterministic=t.deterministic if not on_gpu else "warn",
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        logger=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        default_root_dir=out,
+        num_sanity_val_steps=0,
+        max_time=max_time,
+        log_every_n_steps=10,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=last if resume else None, weights_only=True)
+    seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return {}
+    best_path = Path(ckpt_best.best_model_path) if ckpt_best.best_model_path else last
+    best = load_checkpoint_file(best_path)
+    module.load_state_dict(best["state_dict"])
+    save_model(module.model, config, classes, out / "model")
+    rows = history.rows
+    best_row = max(rows, key=lambda r: r.get("val_acc", -1)) if rows else {}
+    summary = {
+        "data": str(data),
+        "classes": classes,
+        "epochs_run": len(rows),
+        "best_epoch": int(best_row.get("epoch", -1)),
+        "best_val_acc": best_row.get("val_acc"),
+        "train_seconds": seconds,
+        "train_videos": len(dm.train_set),
+        "val_videos": len(dm.val_set),
+        "skipped": dm.train_set.skipped + dm.val_set.skipped,
+        "failed": dm.train_set.failed + dm.val_set.failed,
+        "device": str(module.device),
+        "precision": _precision(config),
+    }
+    atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def require_data(data: str | Path) -> Path:
+    data = Path(data)
+    if not data.exists():
+        raise DatasetError("dataset not found", data)
+    return data
