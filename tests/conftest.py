@@ -51,9 +51,17 @@ def tiny_config() -> Config:
 
 def tiny_overrides() -> list[str]:
     return [
-        "data.fps=8", "data.clip_len=4", "data.short_side=32", "data.crop=[32,32]",
-        "data.batch_size=4", "data.eval_views=2", "model.widths=[8,8,8,8,8]",
-        "model.scale_dim=4", "model.grid=2", "model.fusion_dim=16", "model.hidden=16",
+        "data.fps=8",
+        "data.clip_len=4",
+        "data.short_side=32",
+        "data.crop=[32,32]",
+        "data.batch_size=4",
+        "data.eval_views=2",
+        "model.widths=[8,8,8,8,8]",
+        "model.scale_dim=4",
+        "model.grid=2",
+        "model.fusion_dim=16",
+        "model.hidden=16",
         "train.early_stop_patience=0",
     ]
 
@@ -68,8 +76,9 @@ def tiny_data(tmp_path_factory) -> Path:
 def run_sora(*args, check=False, timeout=600, **kwargs) -> subprocess.CompletedProcess:
     """Run the ``sora`` command as a user would (a fresh process)."""
     exe = Path(sys.executable).with_name("sora")
-    proc = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+    proc = subprocess.run(
+        [str(exe), *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"sora {args} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -80,6 +89,7 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
     """A run trained for 2 epochs on ``tiny_data`` through the CLI."""
     run = tmp_path_factory.mktemp("runs") / "run"
     sets = [x for o in tiny_overrides() for x in ("--set", o)]
-    run_sora("train", "--data", tiny_data, "--out", run, "--epochs", 2, "--quiet", *sets,
-             check=True)
+    run_sora(
+        "train", "--data", tiny_data, "--out", run, "--epochs", 2, "--quiet", *sets, check=True
+    )
     return run

@@ -29,8 +29,16 @@ def test_round_trip_metadata_and_values(make_video):
     np.testing.assert_allclose(brightness(frames), 4 * np.arange(30), atol=3)
 
 
-@pytest.mark.parametrize("codec,ext", [("libx264", "mp4"), ("mpeg4", "avi"), ("libvpx-vp9", "webm"),
-                                       ("mjpeg", "mkv"), ("libx265", "mov")])
+@pytest.mark.parametrize(
+    "codec,ext",
+    [
+        ("libx264", "mp4"),
+        ("mpeg4", "avi"),
+        ("libvpx-vp9", "webm"),
+        ("mjpeg", "mkv"),
+        ("libx265", "mov"),
+    ],
+)
 def test_codecs_and_containers(make_video, codec, ext):
     path = make_video(name=f"v.{ext}", n=12, fps=12, codec=codec)
     frames, _ = read_video(path)
@@ -144,8 +152,8 @@ def test_lying_frame_count_in_header(make_video):
     path = make_video(name="lie.avi", n=20, fps=10, codec="mpeg4")
     data = bytearray(path.read_bytes())
     at = data.index(b"avih") + 8 + 16  # dwTotalFrames of the AVI main header
-    assert struct.unpack("<I", data[at:at + 4])[0] == 20
-    data[at:at + 4] = struct.pack("<I", 500)
+    assert struct.unpack("<I", data[at : at + 4])[0] == 20
+    data[at : at + 4] = struct.pack("<I", 500)
     path.write_bytes(bytes(data))
     meta = probe(path)
     assert meta.num_frames == 20
@@ -154,11 +162,15 @@ def test_lying_frame_count_in_header(make_video):
 
 
 def test_corrupt_packets_mid_stream_are_skipped(make_video):
-    path = make_video(name="c.mp4", n=60, fps=30, frames=(np.random.default_rng(0).random(
-        (60, 48, 64, 3)) * 255).astype(np.uint8))
+    path = make_video(
+        name="c.mp4",
+        n=60,
+        fps=30,
+        frames=(np.random.default_rng(0).random((60, 48, 64, 3)) * 255).astype(np.uint8),
+    )
     data = bytearray(path.read_bytes())
     mid = len(data) // 2
-    data[mid:mid + 400] = bytes(np.random.default_rng(1).integers(0, 256, 400, dtype=np.uint8))
+    data[mid : mid + 400] = bytes(np.random.default_rng(1).integers(0, 256, 400, dtype=np.uint8))
     path.write_bytes(bytes(data))
     frames, _ = read_video(path)
     assert 30 <= frames.shape[0] <= 60
@@ -166,7 +178,10 @@ def test_corrupt_packets_mid_stream_are_skipped(make_video):
 
 BAD = {
     "zero.mp4": (lambda p: p.write_bytes(b""), "empty file"),
-    "random.mp4": (lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096)), "cannot open as video"),
+    "random.mp4": (
+        lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096)),
+        "cannot open as video",
+    ),
     "notes.mp4": (lambda p: p.write_text("just some text\n" * 50), "cannot open as video"),
 }
 
@@ -199,8 +214,9 @@ def test_audio_only_file(tmp_path):
     with av.open(str(path), "w") as c:
         s = c.add_stream("aac", rate=16000)
         for i in range(10):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                           layout="mono")
+            f = av.AudioFrame.from_ndarray(
+                np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+            )
             f.sample_rate, f.pts = 16000, i * 1024
             c.mux(s.encode(f))
         c.mux(s.encode())

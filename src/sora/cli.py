@@ -30,8 +30,14 @@ def _config(args) -> object:
 def cmd_synth(args) -> int:
     from sora.data.synth import generate
 
-    out = generate(args.out, train=args.train, val=args.val, test=args.test, seed=args.seed,
-                   workers=args.workers)
+    out = generate(
+        args.out,
+        train=args.train,
+        val=args.val,
+        test=args.test,
+        seed=args.seed,
+        workers=args.workers,
+    )
     print(f"MotionShapes written to {out} ({args.train}/{args.val}/{args.test} videos per class)")
     return 0
 
@@ -45,17 +51,13 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from sora.config import apply_overrides, load_config
     from sora.models.soranet import SoraNet
     from sora.models.store import CONFIG, resolve_model_dir
     from sora.models.summary import summarize
 
-    source = args.config
-    if source and Path(source).is_dir():
-        source = resolve_model_dir(source) / CONFIG
-    config = _config(argparse.Namespace(config=source, set=args.set))
-    if source is None:
-        config = apply_overrides(config, args.set or [])
+    if args.config and Path(args.config).is_dir():  # a run or saved-model folder
+        args.config = str(resolve_model_dir(args.config) / CONFIG)
+    config = _config(args)
     d = config.data
     h, w = d.crop if d.crop else (d.short_side, d.short_side)
     info = summarize(SoraNet(config.model), d.clip_len, h, w)
@@ -63,22 +65,29 @@ def cmd_summary(args) -> int:
         print(json.dumps(info, indent=2))
         return 0
     m = config.model
-    print(f"SoraNet  backbone={m.backbone} strides={m.strides} fusion={m.fusion} rnn={m.rnn}"
-          f"{' (bidirectional)' if m.bidirectional else ''} head={m.head}")
+    print(
+        f"SoraNet  backbone={m.backbone} strides={m.strides} fusion={m.fusion} rnn={m.rnn}"
+        f"{' (bidirectional)' if m.bidirectional else ''} head={m.head}"
+    )
     print(f"input clip            {info['input']}  (B, T, C, H, W)")
     print(f"output                {info['output']}")
     print(f"parameters            {info['parameters']:,}")
     print(f"GFLOPs per clip       {info['gflops_per_clip']:.4f}")
     per_frame = info["gflops_per_streamed_frame"]
-    print("GFLOPs per streamed   " + (f"{per_frame:.4f} per frame" if per_frame is not None
-                                      else "n/a (bidirectional: offline only)"))
+    print(
+        "GFLOPs per streamed   "
+        + (
+            f"{per_frame:.4f} per frame"
+            if per_frame is not None
+            else "n/a (bidirectional: offline only)"
+        )
+    )
     for name, shape in info["scales"].items():
         print(f"features {name:<10}  {shape}  (C, H, W)")
     return 0
 
 
 def cmd_train(args) -> int:
-    from sora.config import load_config
     from sora.tasks.train import require_data, train
 
     if args.resume and not args.config and (Path(args.out) / "config.yaml").is_file():
@@ -88,13 +97,14 @@ def cmd_train(args) -> int:
     summary = train(config, args.data, args.out, resume=args.resume, progress=not args.quiet)
     if summary:
         acc = summary["best_val_acc"]
-        print(f"trained {summary['epochs_run']} epochs in {summary['train_seconds']:.0f} s; "
-              f"best val accuracy {acc:.3f} (epoch {summary['best_epoch']}); run in {args.out}")
+        print(
+            f"trained {summary['epochs_run']} epochs in {summary['train_seconds']:.0f} s; "
+            f"best val accuracy {acc:.3f} (epoch {summary['best_epoch']}); run in {args.out}"
+        )
         if summary["skipped"]:
             print(f"skipped {len(summary['skipped'])} unreadable videos:")
             for path, reason in summary["skipped"]:
                 print(f"  {path}: {reason}")
-    del load_config
     return 0
 
 
@@ -102,9 +112,11 @@ def cmd_eval(args) -> int:
     from sora.evaluation.evaluate import evaluate
 
     m = evaluate(args.run, args.data, split=args.split, views=args.views)
-    print(f"{m['split']}: {m['num_videos']} videos, accuracy {m['accuracy']:.3f}, top-5 "
-          f"{m['top5']:.3f}, macro precision {m['macro_precision']:.3f}, macro recall "
-          f"{m['macro_recall']:.3f}, macro F1 {m['macro_f1']:.3f}")
+    print(
+        f"{m['split']}: {m['num_videos']} videos, accuracy {m['accuracy']:.3f}, top-5 "
+        f"{m['top5']:.3f}, macro precision {m['macro_precision']:.3f}, macro recall "
+        f"{m['macro_recall']:.3f}, macro F1 {m['macro_f1']:.3f}"
+    )
     print(f"wrote {Path(args.run) / 'eval' / 'metrics.json'}")
     return 0
 
@@ -127,8 +139,13 @@ def cmd_predict(args) -> int:
         if args.stream:
             rows = []
             for r in predictor.stream(video, window=args.window):
-                rows.append({"time": round(r["time"], 3), "label": r["label"],
-                             "probability": round(r["probability"], 4)})
+                rows.append(
+                    {
+                        "time": round(r["time"], 3),
+                        "label": r["label"],
+                        "probability": round(r["probability"], 4),
+                    }
+                )
                 if args.format == "jsonl":
                     print(json.dumps({"video": video, **rows[-1]}), flush=True)
             results.append({"video": video, "frames": rows})
@@ -136,8 +153,9 @@ def cmd_predict(args) -> int:
         res = {"video": video, **predictor.classify(video)}
         if args.window or res["duration"] > 2 * predictor.window_seconds:
             windows = predictor.timeline(video, args.window, args.stride)
-            res["timeline"] = [{k: w[k] for k in ("start", "end", "label", "probability")}
-                               for w in windows]
+            res["timeline"] = [
+                {k: w[k] for k in ("start", "end", "label", "probability")} for w in windows
+            ]
             res["segments"] = merge_segments(windows)
         results.append(res)
     if args.format == "jsonl":
@@ -153,11 +171,25 @@ def cmd_predict(args) -> int:
                 w.writerow([res["video"], r["time"], "", r["label"], r["probability"]])
         elif "timeline" in res:
             for r in res["timeline"]:
-                w.writerow([res["video"], f"{r['start']:.3f}", f"{r['end']:.3f}", r["label"],
-                            f"{r['probability']:.4f}"])
+                w.writerow(
+                    [
+                        res["video"],
+                        f"{r['start']:.3f}",
+                        f"{r['end']:.3f}",
+                        r["label"],
+                        f"{r['probability']:.4f}",
+                    ]
+                )
         else:
-            w.writerow([res["video"], 0, f"{res['duration']:.3f}", res["label"],
-                        f"{res['probability']:.4f}"])
+            w.writerow(
+                [
+                    res["video"],
+                    0,
+                    f"{res['duration']:.3f}",
+                    res["label"],
+                    f"{res['probability']:.4f}",
+                ]
+            )
     return 0
 
 
@@ -174,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="datasets: synthesize, inspect").add_subparsers(
-        dest="data_command", required=True)
+        dest="data_command", required=True
+    )
     s = data.add_parser("synth", help="write the MotionShapes dataset")
     s.add_argument("--out", required=True)
     s.add_argument("--train", type=int, default=80, help="videos per class (default 80)")
@@ -188,8 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_inspect)
 
-    model = sub.add_parser("model", help="model tools").add_subparsers(dest="model_command",
-                                                                        required=True)
+    model = sub.add_parser("model", help="model tools").add_subparsers(
+        dest="model_command", required=True
+    )
     s = model.add_parser("summary", help="parameters, GFLOPs, feature shapes")
     s.add_argument("config", nargs="?", help="config YAML or run folder (default: built-in)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE")
@@ -237,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("sora: %(levelname)s: %(message)s"))
+    handler.setFormatter(logging.Formatter("sora: warning: %(message)s"))
     logger = logging.getLogger("sora")
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING)

@@ -24,6 +24,13 @@ class DataConfig:
     Frames are decoded at ``fps``, resized so the short side is ``short_side``, and ``clip_len``
     frames are sampled per clip (``sampler``: ``uniform`` segments over the whole video, or a
     ``random`` contiguous clip), then cropped to ``crop`` = ``[height, width]``.
+
+    Label-aware augmentation (training only, each with probability 0.5):
+    hflip: mirror left-right; ``hflip_pairs`` lists classes that swap under a mirror
+        (``[[slide_left, slide_right]]``), every other class keeps its label.
+    reverse_pairs: play the clip backwards and swap the pair's labels (``[[open, close]]``);
+        only clips of listed classes are reversed. Because the reversed clip looks the same
+        frame by frame, the model cannot get its label right without reading the order.
     """
 
     fps: float = 8.0
@@ -33,6 +40,8 @@ class DataConfig:
     sampler: str = "uniform"
     eval_views: int = 3
     hflip: bool = False
+    hflip_pairs: list[list[str]] = field(default_factory=list)
+    reverse_pairs: list[list[str]] = field(default_factory=list)
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     batch_size: int = 16
@@ -50,7 +59,11 @@ class ModelConfig:
     backbone_weights: ``null``, a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``;
         downloaded when online) or a path to a local state dict (``.pth``/``.safetensors``).
     strides: which feature strides to fuse (subset of 4, 8, 16, 32).
+    grid: each scale is average-pooled to ``grid x grid`` cells.
     fusion: ``concat`` or ``sum`` of the per-scale vectors.
+    input_diff: give the CNN each frame together with its difference to the previous frame
+        (6 input channels; a torchvision backbone's first conv is widened, pretrained RGB
+        weights kept), so motion direction is visible inside the CNN.
     temporal_diff: also feed the RNN the change of the frame descriptor since the last frame.
     rnn: ``gru``, ``lstm`` or ``none`` (mean over time; with ``temporal_diff: false`` this is
         the order-blind frame-averaging baseline).
@@ -66,6 +79,7 @@ class ModelConfig:
     grid: int = 3
     fusion: str = "concat"
     fusion_dim: int = 128
+    input_diff: bool = True
     temporal_diff: bool = True
     rnn: str = "gru"
     hidden: int = 128
@@ -156,6 +170,13 @@ def _coerce(value, hint, key: str, source: str | None):
             if not isinstance(value, str):
                 raise TypeError
             return value
+        if text.startswith("list[list[str]]"):
+            if not isinstance(value, list) or not all(
+                isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)
+                for v in value
+            ):
+                raise TypeError
+            return [list(v) for v in value]
         if text.startswith("list"):
             if not isinstance(value, list):
                 raise TypeError

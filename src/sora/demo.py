@@ -17,14 +17,28 @@ from sora.tasks.train import train
 
 #: The labels of the long demo video, in order (each segment a fresh test-style clip).
 LONG_VIDEO_LABELS = (
-    "slide_right", "grow", "rotate_ccw", "fall", "vanish", "slide_left", "appear", "rise",
-    "shrink", "rotate_cw",
+    "slide_right",
+    "grow",
+    "rotate_ccw",
+    "fall",
+    "vanish",
+    "slide_left",
+    "appear",
+    "rise",
+    "shrink",
+    "rotate_cw",
 )
 
 
 def demo_config() -> Config:
-    """The demo's config: the defaults (which are tuned for MotionShapes on a 2-core CPU)."""
-    return Config()
+    """The defaults (sized for MotionShapes on a 2-core CPU) plus MotionShapes' label-aware
+    augmentation: every class pair is the other's time reversal, and a mirror swaps
+    slide_left/slide_right and rotate_cw/rotate_ccw."""
+    config = Config()
+    config.data.reverse_pairs = [list(p) for p in synth.REVERSE_PAIRS]
+    config.data.hflip = True
+    config.data.hflip_pairs = [list(p) for p in synth.MIRROR_PAIRS]
+    return config
 
 
 def run_demo(
@@ -71,15 +85,19 @@ def run_demo(
     windows = predictor.timeline(long_path)
     segments = merge_segments(windows)
     streamed = list(predictor.stream(long_path))
-    stream_segments = merge_segments([
-        {"start": s["time"], "end": s["time"] + 1 / predictor.fps, "label": s["label"]}
-        for s in streamed
-    ])
+    stream_segments = merge_segments(
+        [
+            {"start": s["time"], "end": s["time"] + 1 / predictor.fps, "label": s["label"]}
+            for s in streamed
+        ]
+    )
     plots.timeline(segments, truth, run / "plots" / "timeline.png")
     timeline_acc = segment_accuracy(segments, truth)
     stream_acc = segment_accuracy(stream_segments, truth)
-    atomic_write_text(out / "long_video_timeline.json", json.dumps(
-        {"truth": truth, "windows": windows, "segments": segments}, indent=2))
+    atomic_write_text(
+        out / "long_video_timeline.json",
+        json.dumps({"truth": truth, "windows": windows, "segments": segments}, indent=2),
+    )
     timings["predict_seconds"] = time.perf_counter() - t
 
     log("[5/5] writing the report")

@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def segment_indices(num_frames: int, clip_len: int, offset: float | None = 0.5, rng=None) -> np.ndarray:
+def segment_indices(
+    num_frames: int, clip_len: int, offset: float | None = 0.5, rng=None
+) -> np.ndarray:
     """TSN-style uniform sampling over the whole video.
 
     The video is cut into ``clip_len`` equal segments and one frame is taken in each, at
@@ -19,12 +21,17 @@ def segment_indices(num_frames: int, clip_len: int, offset: float | None = 0.5, 
     """
     if num_frames < 1 or clip_len < 1:
         raise ValueError(f"need num_frames >= 1 and clip_len >= 1, got {num_frames}, {clip_len}")
-    seg = num_frames / clip_len
-    if offset is None:
-        rng = rng if rng is not None else np.random.default_rng()
-        pos = (np.arange(clip_len) + rng.random(clip_len)) * seg
-    else:
-        pos = (np.arange(clip_len) + offset) * seg
+    rng = rng if rng is not None else np.random.default_rng()
+    if num_frames >= clip_len:
+        # integer segment bounds: disjoint, so no frame is taken twice
+        bounds = np.floor(np.linspace(0, num_frames, clip_len + 1)).astype(np.int64)
+        lo, width = bounds[:-1], np.maximum(1, bounds[1:] - bounds[:-1])
+        if offset is None:
+            return lo + rng.integers(0, width)
+        return lo + np.minimum(width - 1, np.floor(offset * width).astype(np.int64))
+    seg = num_frames / clip_len  # shorter than a clip: frames repeat
+    rel = rng.random(clip_len) if offset is None else offset
+    pos = (np.arange(clip_len) + rel) * seg
     return np.clip(np.floor(pos), 0, num_frames - 1).astype(np.int64)
 
 

@@ -4,6 +4,11 @@ Ten classes come in five pairs, each the time reversal of the other::
 
     slide_left / slide_right, rise / fall, grow / shrink, rotate_cw / rotate_ccw, appear / vanish
 
+``rotate_*``: the object revolves around a pivot (an arc of 90-200 degrees, radius 25-40% of
+the frame's short side) and turns with its path, clockwise or counter-clockwise on screen.
+(Spinning in place was tried first: a small shape spinning about its own centre was at
+chance level for every model variant tried at the demo's 64-pixel, 8-fps input.)
+
 Because the timing (still time before and after the motion) is drawn symmetrically, the
 *set* of frames of a clip has the same distribution as that of its reversed twin: a model
 that averages frames (order-blind) cannot beat 50% inside a pair, while a temporal model can
@@ -51,11 +56,21 @@ CLASSES = (
     "appear",
     "vanish",
 )
-VERSION = 1
+VERSION = 3
+#: Each class is the time reversal of its twin.
+REVERSE_PAIRS = (
+    ("slide_left", "slide_right"),
+    ("rise", "fall"),
+    ("grow", "shrink"),
+    ("rotate_cw", "rotate_ccw"),
+    ("appear", "vanish"),
+)
+#: A left-right mirror turns each class into its twin; the other classes stay what they are.
+MIRROR_PAIRS = (("slide_left", "slide_right"), ("rotate_cw", "rotate_ccw"))
 FRAME_SIZES = ((128, 96), (160, 120), (192, 144))  # (width, height), all 4:3
 FPS_CHOICES = (12.0, 15.0, 20.0, 24.0, 25.0, 30.0)
 SHAPES = ("square", "circle", "triangle", "bar", "diamond", "arrow")
-ASYMMETRIC_SHAPES = ("triangle", "bar", "arrow")  # rotation is visible
+ASYMMETRIC_SHAPES = ("arrow", "flag")  # no rotational symmetry: turning is unambiguous
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 
@@ -81,6 +96,8 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
         pts = [(0, -1), (0.87, 0.5), (-0.87, 0.5)]
     elif shape == "bar":
         pts = [(-1, -0.3), (1, -0.3), (1, 0.3), (-1, 0.3)]
+    elif shape == "flag":
+        pts = [(-0.2, 1), (-0.2, -1), (0.9, -0.6), (0.1, -0.2), (0.1, 1)]
     elif shape == "arrow":
         pts = [(1, 0), (0, -0.8), (0, -0.3), (-1, -0.3), (-1, 0.3), (0, 0.3), (0, 0.8)]
     else:  # circle as a 24-gon
@@ -148,15 +165,16 @@ def _target(rng: np.random.Generator, label: str, n: int, w: int, h: int) -> _Ob
     p = _timing(rng, n)
     rotating = label.startswith("rotate")
     shape = str(rng.choice(ASYMMETRIC_SHAPES if rotating else SHAPES))
-    # half-extent: 5 px to half the frame across; a rotating shape must be big enough for its
-    # orientation to be visible
-    lo = 0.1 * short if rotating else 2.5
+    lo = 2.5  # half-extent: 5 px to half the frame across
     if label in ("grow", "shrink"):
         small = math.exp(rng.uniform(math.log(3.0), math.log(short * 0.12)))
         big = small * rng.uniform(2.2, 3.5)
         size = small + (big - small) * (p if label == "grow" else 1 - p)
     else:
-        r = math.exp(rng.uniform(math.log(lo), math.log(short * (0.3 if rotating else 0.25))))
+        if rotating:
+            r = rng.uniform(0.18, 0.4) * short
+        else:
+            r = math.exp(rng.uniform(math.log(lo), math.log(short * 0.25)))
         size = np.full(n, r)
     r_max = float(size.max())
     cx = rng.uniform(r_max, w - r_max) if w > 2 * r_max else w / 2
@@ -178,7 +196,9 @@ def _target(rng: np.random.Generator, label: str, n: int, w: int, h: int) -> _Ob
             x = x + rng.normal(0, 0.02 * w) * p
     angle0 = rng.uniform(0, 360)
     if rotating:
-        turn = rng.uniform(90, 200) * (1 if label == "rotate_cw" else -1)
+        # spin in place by 150-300 degrees: a large asymmetric shape, so every sampled step
+        # moves its tips by several pixels and no step looks like a turn the other way
+        turn = rng.uniform(150, 300) * (1 if label == "rotate_cw" else -1)
         angle = angle0 + turn * p
     else:
         angle = np.full(n, angle0 if shape in ("triangle", "bar", "arrow") else 0.0)
@@ -217,8 +237,9 @@ def render_clip(seed: int, split: str, label_index: int, index: int) -> tuple[np
     objects = [_target(rng, label, n, w, h)]
     objects += [_distractor(rng, n, w, h) for _ in range(int(rng.integers(0, 4)))]
     bg = _background(rng, w, h)
-    jitter_amp = rng.uniform(0, 2.5)
-    jitter = np.clip(np.round(rng.normal(0, jitter_amp, size=(n, 2))), -4, 4).astype(int)
+    # camera shake: a smooth random walk (hand-held drift), at most 4 px from the centre
+    shake = rng.uniform(0, 0.8)
+    jitter = np.clip(np.round(rng.normal(0, shake, size=(n, 2)).cumsum(0)), -4, 4).astype(int)
     noise = rng.uniform(0, 6)
     frames = np.empty((n, h, w, 3), np.uint8)
     boxes: list[list] = [[] for _ in objects]
@@ -301,7 +322,9 @@ def generate(
                 f"{old.get('version')}; choose another --out"
             )
     elif out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out}: exists and is not a MotionShapes folder; choose another --out")
+        raise FileExistsError(
+            f"{out}: exists and is not a MotionShapes folder; choose another --out"
+        )
     jobs: list[tuple[Path, int, str, int, int]] = []
     for split, count in (("train", train), ("val", val), ("test", test)):
         for c in range(len(CLASSES)):
@@ -317,7 +340,10 @@ def generate(
 def _run(jobs: list, workers: int) -> list[str]:
     if workers <= 1 or len(jobs) < 8:
         return [_write_one(j) for j in jobs]
-    with ProcessPoolExecutor(workers) as pool:
+    import multiprocessing
+
+    # "spawn": forking a process whose torch/OpenMP threads already ran can deadlock
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(_write_one, jobs, chunksize=8))
 
 

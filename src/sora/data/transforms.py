@@ -19,22 +19,18 @@ def video_transform(
     *,
     train: bool,
     crop: Sequence[int] | None,
-    hflip: bool = False,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> v2.Compose:
     """uint8 ``(T, 3, H, W)`` -> normalized float32 ``(T, 3, h, w)``.
 
-    Train: random crop (padded when the frame is smaller), optional horizontal flip.
-    Eval: centre crop. Leave ``hflip`` off when labels depend on left/right (MotionShapes'
-    slide_left/slide_right, rotate_cw/rotate_ccw would swap).
+    Train: random crop (padded when the frame is smaller). Eval: centre crop. Mirroring is
+    done by the dataset, which knows which labels swap under a mirror.
     """
     steps: list = []
     if crop is not None:
         size = tuple(int(c) for c in crop)
         steps.append(v2.RandomCrop(size, pad_if_needed=True) if train else v2.CenterCrop(size))
-    if train and hflip:
-        steps.append(v2.RandomHorizontalFlip())
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return v2.Compose(steps)
 

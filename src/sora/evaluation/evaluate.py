@@ -24,7 +24,9 @@ from sora.tasks.classification import build_dataset
 
 
 @torch.no_grad()
-def predict_dataset(model, loader: DataLoader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def predict_dataset(
+    model, loader: DataLoader, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Per-video probabilities ``(N, K)`` (views averaged), labels ``(N,)`` and dataset indices."""
     probs, labels, indices = [], [], []
     for batch in loader:
@@ -72,8 +74,12 @@ def evaluate(
     ds = build_dataset(config, data, split, classes, views=views)
     if len(ds) == 0:
         raise DatasetError(f"the {split} split has no readable videos", data)
-    loader = DataLoader(ds, batch_size=batch_size or config.data.batch_size, shuffle=False,
-                        num_workers=config.data.num_workers)
+    loader = DataLoader(
+        ds,
+        batch_size=batch_size or config.data.batch_size,
+        shuffle=False,
+        num_workers=config.data.num_workers,
+    )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     probs, labels, indices = predict_dataset(model, loader, device)
@@ -90,8 +96,9 @@ def evaluate(
     _write_predictions(out / "predictions.csv", ds, probs, labels, indices, classes)
     plots.confusion(metrics["confusion_matrix"], classes, out / "confusion_matrix.png")
     plots.per_class_recall(metrics["per_class"], out / "per_class_recall.png")
-    plots.mistakes_strip(_worst_mistakes(ds, probs, labels, indices, classes, config, mistakes),
-                         out / "mistakes.png")
+    plots.mistakes_strip(
+        _worst_mistakes(ds, probs, labels, indices, classes, config, mistakes), out / "mistakes.png"
+    )
     return metrics
 
 
@@ -105,8 +112,15 @@ def _write_predictions(path, ds, probs, labels, indices, classes) -> None:
     w.writerow(["path", "label", "predicted", "probability", "correct"])
     conf, pred = probs.max(1)
     for i, j in enumerate(indices):
-        w.writerow([ds.items[j].path, classes[labels[i]], classes[pred[i]], f"{conf[i]:.4f}",
-                    int(pred[i] == labels[i])])
+        w.writerow(
+            [
+                ds.items[j].path,
+                classes[labels[i]],
+                classes[pred[i]],
+                f"{conf[i]:.4f}",
+                int(pred[i] == labels[i]),
+            ]
+        )
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -119,13 +133,14 @@ def _worst_mistakes(ds, probs, labels, indices, classes, config, n: int) -> list
         j = indices[i]
         frames = ds.decode(j)  # (N, 3, H, W) uint8 at the data fps
         pick = np.linspace(0, frames.shape[0] - 1, 6).round().astype(int)
-        out.append({
-            "name": Path(ds.items[j].path).name,
-            "true": classes[labels[i]],
-            "pred": classes[pred[i]],
-            "prob": float(conf[i]),
-            "frames": [frames[k].permute(1, 2, 0).numpy() for k in pick],
-            "times": [k / config.data.fps for k in pick],
-        })
+        out.append(
+            {
+                "name": Path(ds.items[j].path).name,
+                "true": classes[labels[i]],
+                "pred": classes[pred[i]],
+                "prob": float(conf[i]),
+                "frames": [frames[k].permute(1, 2, 0).numpy() for k in pick],
+                "times": [k / config.data.fps for k in pick],
+            }
+        )
     return out
-

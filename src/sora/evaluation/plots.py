@@ -107,11 +107,20 @@ def timeline(segments: list[dict], truth: list[dict] | None, path: Path) -> Path
     tracks = [("predicted", segments)] + ([("truth", truth)] if truth else [])
     for y, (_, segs) in enumerate(tracks):
         for s in segs:
-            ax.barh(y, s["end"] - s["start"], left=s["start"], color=colours[s["label"]], height=0.8)
+            ax.barh(
+                y, s["end"] - s["start"], left=s["start"], color=colours[s["label"]], height=0.8
+            )
     ax.set_yticks(range(len(tracks)), [n for n, _ in tracks])
     ax.set_xlabel("seconds")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[lab]) for lab in labels]
-    ax.legend(handles, labels, ncol=min(5, len(labels)), fontsize=7, loc="upper center",
-              bbox_to_anchor=(0.5, -0.45 if truth else -0.6), frameon=False)
+    ax.legend(
+        handles,
+        labels,
+        ncol=min(5, len(labels)),
+        fontsize=7,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.45 if truth else -0.6),
+        frameon=False,
+    )
     ax.set_title("Timeline")
     return _save(fig, path)

@@ -50,46 +50,79 @@ def write_report(run: str | Path, extra_sections: list[tuple[str, str]] | None =
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     config = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else ""
 
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Sora report: {html.escape(run.name)}</title>",
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>Sora run report</h1><p class='sub'>{html.escape(str(run))}</p>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Sora report: {html.escape(run.name)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Sora run report</h1><p class='sub'>{html.escape(str(run))}</p>",
+    ]
     cards = []
     if ev:
-        cards += [("test accuracy", f"{ev['accuracy']:.3f}"), ("top-5", f"{ev['top5']:.3f}"),
-                  ("macro recall", f"{ev['macro_recall']:.3f}"), ("macro F1", f"{ev['macro_f1']:.3f}"),
-                  ("test videos", str(ev["num_videos"]))]
+        cards += [
+            ("test accuracy", f"{ev['accuracy']:.3f}"),
+            ("top-5", f"{ev['top5']:.3f}"),
+            ("macro recall", f"{ev['macro_recall']:.3f}"),
+            ("macro F1", f"{ev['macro_f1']:.3f}"),
+            ("test videos", str(ev["num_videos"])),
+        ]
     if summary:
         if summary.get("best_val_acc") is not None:
             cards.append(("best val accuracy", f"{summary['best_val_acc']:.3f}"))
-        cards += [("epochs", str(summary.get("epochs_run"))),
-                  ("train time", f"{summary.get('train_seconds', 0):.0f} s")]
-    parts.append("<div class='cards'>" + "".join(
-        f"<div class='card'><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>" for k, v in cards
-    ) + "</div>")
-    parts.append("<h2>Training curves</h2><div class='grid'>"
-                 + _img(plot_dir / "loss.png", "loss curves")
-                 + _img(plot_dir / "accuracy.png", "accuracy curves") + "</div>")
+        cards += [
+            ("epochs", str(summary.get("epochs_run"))),
+            ("train time", f"{summary.get('train_seconds', 0):.0f} s"),
+        ]
+    parts.append(
+        "<div class='cards'>"
+        + "".join(
+            f"<div class='card'><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>"
+            for k, v in cards
+        )
+        + "</div>"
+    )
+    parts.append(
+        "<h2>Training curves</h2><div class='grid'>"
+        + _img(plot_dir / "loss.png", "loss curves")
+        + _img(plot_dir / "accuracy.png", "accuracy curves")
+        + "</div>"
+    )
     if ev:
-        parts.append(f"<h2>Evaluation ({html.escape(ev.get('split', 'test'))} split, "
-                     f"{ev.get('views', 1)} views per video)</h2><div class='grid'>"
-                     + _img(run / "eval" / "confusion_matrix.png", "confusion matrix")
-                     + _img(run / "eval" / "per_class_recall.png", "per-class recall") + "</div>")
-        parts.append("<h3>Per class</h3><table><tr><th>class</th><th>precision</th><th>recall</th>"
-                     "<th>F1</th><th>videos</th></tr>")
+        parts.append(
+            f"<h2>Evaluation ({html.escape(ev.get('split', 'test'))} split, "
+            f"{ev.get('views', 1)} views per video)</h2><div class='grid'>"
+            + _img(run / "eval" / "confusion_matrix.png", "confusion matrix")
+            + _img(run / "eval" / "per_class_recall.png", "per-class recall")
+            + "</div>"
+        )
+        parts.append(
+            "<h3>Per class</h3><table><tr><th>class</th><th>precision</th><th>recall</th>"
+            "<th>F1</th><th>videos</th></tr>"
+        )
         for name, m in ev["per_class"].items():
-            parts.append(f"<tr><td>{html.escape(name)}</td><td>{m['precision']:.3f}</td>"
-                         f"<td>{m['recall']:.3f}</td><td>{m['f1']:.3f}</td><td>{m['support']}</td></tr>")
-        parts.append("</table><h3>Most confident mistakes</h3>"
-                     + _img(run / "eval" / "mistakes.png", "mistakes"))
+            parts.append(
+                f"<tr><td>{html.escape(name)}</td><td>{m['precision']:.3f}</td>"
+                f"<td>{m['recall']:.3f}</td><td>{m['f1']:.3f}</td><td>{m['support']}</td></tr>"
+            )
+        parts.append(
+            "</table><h3>Most confident mistakes</h3>"
+            + _img(run / "eval" / "mistakes.png", "mistakes")
+        )
         bad = ev.get("skipped", []) + ev.get("failed", [])
         if bad:
-            parts.append("<h3>Unreadable videos (skipped)</h3><ul>" + "".join(
-                f"<li>{html.escape(p)}: {html.escape(r)}</li>" for p, r in bad) + "</ul>")
+            parts.append(
+                "<h3>Unreadable videos (skipped)</h3><ul>"
+                + "".join(f"<li>{html.escape(p)}: {html.escape(r)}</li>" for p, r in bad)
+                + "</ul>"
+            )
     if rows:
-        parts.append("<h2>Per epoch</h2><table><tr>" + "".join(
-            f"<th>{k}</th>" for k in rows[0]) + "</tr>" + "".join(
-            "<tr>" + "".join(f"<td>{v:.4g}</td>" for v in r.values()) + "</tr>" for r in rows
-        ) + "</table>")
+        parts.append(
+            "<h2>Per epoch</h2><table><tr>"
+            + "".join(f"<th>{k}</th>" for k in rows[0])
+            + "</tr>"
+            + "".join(
+                "<tr>" + "".join(f"<td>{v:.4g}</td>" for v in r.values()) + "</tr>" for r in rows
+            )
+            + "</table>"
+        )
     for title, body in extra_sections or []:
         parts.append(f"<h2>{html.escape(title)}</h2>{body}")
     parts.append(f"<h2>Config</h2><pre>{html.escape(config)}</pre></body></html>")

@@ -138,8 +138,13 @@ class Predictor:
             k += 1
             probs = logits[0].float().softmax(-1).cpu()
             res = self._result(probs)
-            yield {"time": fr.time, "label": res["label"], "probability": res["probability"],
-                   "window_end": k == n_win, "logits": logits[0].cpu()}
+            yield {
+                "time": fr.time,
+                "label": res["label"],
+                "probability": res["probability"],
+                "window_end": k == n_win,
+                "logits": logits[0].cpu(),
+            }
 
 
 def merge_segments(windows: list[dict]) -> list[dict]:

@@ -36,9 +36,7 @@ class _Stage(nn.Module):
     def __init__(self, cin: int, cout: int):
         super().__init__()
         self.down = _conv_bn(cin, cout, 2)
-        self.conv = nn.Sequential(
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
-        )
+        self.conv = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.down(x)
@@ -51,14 +49,19 @@ class LightBackbone(nn.Module):
     Args:
         widths: five channel counts ``[stem, s4, s8, s16, s32]``.
         strides: the strides returned by ``forward``.
+        in_channels: 3 (RGB) or 6 (RGB + difference to the previous frame).
     """
 
-    def __init__(self, widths: Sequence[int] = (16, 24, 48, 64, 96), strides=ALL_STRIDES):
+    def __init__(
+        self, widths: Sequence[int] = (16, 24, 48, 64, 96), strides=ALL_STRIDES, in_channels=3
+    ):
         super().__init__()
         if len(widths) != 5:
-            raise ValueError(f"light backbone needs 5 widths [stem, s4, s8, s16, s32], got {widths}")
+            raise ValueError(
+                f"light backbone needs 5 widths [stem, s4, s8, s16, s32], got {widths}"
+            )
         self.strides = tuple(sorted(strides))
-        self.stem = _conv_bn(3, widths[0], 2)
+        self.stem = _conv_bn(in_channels, widths[0], 2)
         self.stages = nn.ModuleList(_Stage(widths[i], widths[i + 1]) for i in range(4))
         self.channels = {s: widths[i + 1] for i, s in enumerate(ALL_STRIDES)}
         self._last = ALL_STRIDES.index(max(self.strides))
@@ -86,7 +89,9 @@ def _candidate_nodes(model: nn.Module) -> list[str]:
     raise ValueError(f"cannot find multi-scale stages in {type(model).__name__}")
 
 
-def _stride_nodes(model: nn.Module, strides: Sequence[int]) -> tuple[dict[str, int], dict[int, int]]:
+def _stride_nodes(
+    model: nn.Module, strides: Sequence[int]
+) -> tuple[dict[str, int], dict[int, int]]:
     """Trace a dummy frame: the last node at each stride and its channel count."""
     nodes = _candidate_nodes(model)
     size = 224
@@ -152,8 +157,18 @@ def build_classifier(name: str, weights: str | None) -> nn.Module:
         model = tvm.get_model(name, weights=None)
         if is_file:
             state = load_state_dict_file(weights)
+            own = model.state_dict()
+            wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+            if wrong:
+                raise CheckpointError(
+                    f"weights do not fit {name} ({wrong[0]} is {tuple(state[wrong[0]].shape)}, "
+                    f"model wants {tuple(own[wrong[0]].shape)})",
+                    weights,
+                )
             result = model.load_state_dict(state, strict=False)
-            missing = [k for k in result.missing_keys if not k.startswith(("fc.", "classifier.", "head."))]
+            missing = [
+                k for k in result.missing_keys if not k.startswith(("fc.", "classifier.", "head."))
+            ]
             if missing or result.unexpected_keys:
                 raise CheckpointError(
                     f"weights do not fit {name} (missing {missing[:3]}, "
@@ -164,14 +179,42 @@ def build_classifier(name: str, weights: str | None) -> nn.Module:
     return tvm.get_model(name, weights=weights)
 
 
+def widen_first_conv(model: nn.Module, in_channels: int) -> None:
+    """Give the first convolution ``in_channels`` inputs: the first 3 keep their (pretrained)
+    weights, the extra ones start at zero, so the widened model computes the same function
+    until training moves them."""
+    name, conv = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    if conv.in_channels == in_channels:
+        return
+    new = nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+    )
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, : conv.in_channels] = conv.weight
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    model.set_submodule(name, new)
+
+
 class TorchvisionBackbone(nn.Module):
     """A torchvision classifier cut at the last node of each requested stride."""
 
-    def __init__(self, name: str, weights: str | None = None, strides=ALL_STRIDES):
+    def __init__(
+        self, name: str, weights: str | None = None, strides=ALL_STRIDES, in_channels: int = 3
+    ):
         super().__init__()
         self.strides = tuple(sorted(strides))
         classifier = build_classifier(name, weights)
         node_strides, self.channels = _stride_nodes(classifier, self.strides)
+        widen_first_conv(classifier, in_channels)
         self._node_strides = node_strides
         self.body = create_feature_extractor(classifier, return_nodes=list(node_strides))
 
@@ -181,17 +224,22 @@ class TorchvisionBackbone(nn.Module):
 
 
 def build_backbone(
-    name: str, *, weights: str | None = None, widths=(16, 24, 48, 64, 96), strides=ALL_STRIDES
+    name: str,
+    *,
+    weights: str | None = None,
+    widths=(16, 24, 48, 64, 96),
+    strides=ALL_STRIDES,
+    in_channels: int = 3,
 ) -> nn.Module:
-    """``light`` or a torchvision model name -> a multi-scale backbone."""
+    """``light`` or a torchvision model name -> a multi-scale backbone taking ``in_channels``."""
     bad = [s for s in strides if s not in ALL_STRIDES]
     if bad or not strides:
-        raise ValueError(f"strides must be a non-empty subset of {ALL_STRIDES}, got {list(strides)}")
+        raise ValueError(
+            f"strides must be a non-empty subset of {ALL_STRIDES}, got {list(strides)}"
+        )
     if name == "light":
+        backbone = LightBackbone(widths, strides, in_channels)
         if weights:
-            backbone = LightBackbone(widths, strides)
-            state = load_state_dict_file(weights)
-            backbone.load_state_dict(state)
-            return backbone
-        return LightBackbone(widths, strides)
-    return TorchvisionBackbone(name, weights, strides)
+            backbone.load_state_dict(load_state_dict_file(weights))
+        return backbone
+    return TorchvisionBackbone(name, weights, strides, in_channels)

@@ -3,6 +3,8 @@
 Shapes (B batch, T frames, S scales, K classes)::
 
     clip      (B, T, 3, H, W)      float, normalized
+    input     input_diff: each frame with its difference to the previous one (0 at t=0)
+              -> (B, T, 6, H, W): early motion cues, so one frame pair shows a direction
     backbone  per frame -> {s: (B*T, C_s, H/s, W/s)} for s in strides
     ScalePool per scale: 1x1 conv to D_s, adaptive average pool to a g x g grid,
               flatten -> (B*T, D_s*g*g)       # keeps coarse position, which motion needs
@@ -83,7 +85,11 @@ class SoraNet(nn.Module):
         self.cfg = cfg
         self.strides = tuple(sorted(cfg.strides))
         self.backbone = build_backbone(
-            cfg.backbone, weights=cfg.backbone_weights, widths=cfg.widths, strides=self.strides
+            cfg.backbone,
+            weights=cfg.backbone_weights,
+            widths=cfg.widths,
+            strides=self.strides,
+            in_channels=6 if cfg.input_diff else 3,
         )
         self.pools = nn.ModuleList(
             ScalePool(self.backbone.channels[s], cfg.scale_dim, cfg.grid) for s in self.strides
@@ -124,7 +130,7 @@ class SoraNet(nn.Module):
 
     # -- building blocks -----------------------------------------------------------------
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` -> fused per-frame descriptors ``(N, fusion_dim)``."""
+        """``(N, 3 or 6, H, W)`` -> fused per-frame descriptors ``(N, fusion_dim)``."""
         maps = self.backbone(frames)
         parts = [pool(maps[s]) for pool, s in zip(self.pools, self.strides, strict=True)]
         return self.dropout(self.fusion(parts))
@@ -134,19 +140,28 @@ class SoraNet(nn.Module):
         was = self.training
         self.eval()
         with torch.no_grad():
-            maps = self.backbone(torch.zeros(1, 3, height, width))
+            maps = self.backbone(torch.zeros(1, 6 if self.cfg.input_diff else 3, height, width))
         self.train(was)
         return {s: tuple(maps[s].shape[1:]) for s in self.strides}
+
+    def _with_diff(self, prev: torch.Tensor, cur: torch.Tensor, has_prev: torch.Tensor):
+        """``(..., F)`` -> ``(..., 2F)``: append ``cur - prev`` (0 where ``has_prev`` is 0)."""
+        if not self.cfg.temporal_diff:
+            return cur
+        return torch.cat([cur, (cur - prev) * has_prev], dim=-1)
 
     # -- offline -------------------------------------------------------------------------
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         """``(B, T, 3, H, W)`` -> clip head ``(B, K)`` or step head ``(B, T, K)``."""
         self._check(clip, 5, "clip")
         b, t = clip.shape[:2]
+        if self.cfg.input_diff:
+            prev = torch.cat([clip[:, :1], clip[:, :-1]], dim=1)  # frame 0 is its own previous
+            clip = torch.cat([clip, clip - prev], dim=2)  # (B, T, 6, H, W)
         feats = self.frame_features(clip.flatten(0, 1)).view(b, t, -1)  # (B, T, F)
-        if self.cfg.temporal_diff:
-            diff = torch.cat([torch.zeros_like(feats[:, :1]), feats[:, 1:] - feats[:, :-1]], 1)
-            feats = torch.cat([feats, diff], dim=2)  # (B, T, 2F)
+        prev = torch.cat([feats[:, :1], feats[:, :-1]], dim=1)
+        has_prev = (torch.arange(t, device=feats.device) > 0).to(feats.dtype).view(1, t, 1)
+        feats = self._with_diff(prev, feats, has_prev)
         if self.rnn is None:
             steps = torch.arange(1, t + 1, device=clip.device, dtype=feats.dtype).view(1, t, 1)
             seq = feats.cumsum(1) / steps  # causal running mean (B, T, F)
@@ -178,6 +193,8 @@ class SoraNet(nn.Module):
         device = device or self.head.weight.device
         dtype = self.head.weight.dtype
         state: State = {}
+        if self.cfg.input_diff:  # filled by the first step (needs the frame size)
+            state["frame"] = torch.zeros(0, device=device, dtype=dtype)
         if self.cfg.temporal_diff:  # previous frame's features, and whether there was one
             state["prev"] = torch.zeros(batch, self.cfg.fusion_dim, device=device, dtype=dtype)
             state["seen"] = torch.zeros(batch, 1, device=device, dtype=dtype)
@@ -197,12 +214,16 @@ class SoraNet(nn.Module):
         if not self.streamable:
             self.init_state()  # raises the explanation
         self._check(frame, 4, "frame")
-        feat = self.frame_features(frame)  # (B, F)
         new: State = {}
-        if self.cfg.temporal_diff:
-            diff = (feat - state["prev"]) * state["seen"]
+        x = frame
+        if self.cfg.input_diff:
+            prev = state["frame"] if state["frame"].numel() else frame
+            x = torch.cat([frame, frame - prev], dim=1)  # (B, 6, H, W)
+            new["frame"] = frame
+        feat = self.frame_features(x)  # (B, F)
+        if "prev" in state:
             new["prev"], new["seen"] = feat, torch.ones_like(state["seen"])
-            feat = torch.cat([feat, diff], dim=1)  # (B, 2F)
+            feat = self._with_diff(state["prev"], feat, state["seen"])
         if self.rnn is None:
             new["sum"], new["count"] = state["sum"] + feat, state["count"] + 1
             return self.head(new["sum"] / new["count"]), new

@@ -56,7 +56,9 @@ def load_model(folder: str | Path, map_location: str | torch.device = "cpu"):
     try:
         state = load_file(str(folder / WEIGHTS), device=str(map_location))
     except Exception as err:  # safetensors raises several types on corrupt files
-        raise CheckpointError(f"{WEIGHTS} is not a readable safetensors file ({err})", folder) from None
+        raise CheckpointError(
+            f"{WEIGHTS} is not a readable safetensors file ({err})", folder
+        ) from None
     model = SoraNet(config.model)
     check_state_fits(model, state, folder / WEIGHTS)
     model.load_state_dict(state)

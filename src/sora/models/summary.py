@@ -29,7 +29,9 @@ def summarize(model: SoraNet, clip_len: int, height: int, width: int) -> dict:
         "input": list(clip.shape),
         "gflops_per_clip": count_flops(model, clip) / 1e9,
         "output": list(model(clip).shape),
-        "scales": {f"stride {s}": list(shape) for s, shape in model.scale_shapes(height, width).items()},
+        "scales": {
+            f"stride {s}": list(shape) for s, shape in model.scale_shapes(height, width).items()
+        },
     }
     if model.streamable:
         state = model.init_state(1)

@@ -7,6 +7,7 @@ holds the loop, devices, precision and DDP.
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from sora.data.datasets import (
     VideoClipDataset,
     folder_items,
     manifest_items,
+    pair_map,
     worker_init_fn,
 )
 from sora.data.transforms import video_transform
@@ -67,7 +69,7 @@ def build_dataset(
     items, classes = dataset_items(
         data, split, classes, val_fraction=d.val_fraction, seed=config.train.seed
     )
-    transform = video_transform(train=train, crop=d.crop, hflip=d.hflip, mean=d.mean, std=d.std)
+    transform = video_transform(train=train, crop=d.crop, mean=d.mean, std=d.std)
     ds = VideoClipDataset(
         items,
         classes,
@@ -80,6 +82,9 @@ def build_dataset(
         num_views=views,
         cache=d.cache,
         seed=config.train.seed,
+        hflip=d.hflip,
+        flip_map=pair_map(d.hflip_pairs, classes, "data.hflip_pairs"),
+        reverse_map=pair_map(d.reverse_pairs, classes, "data.reverse_pairs"),
     )
     return ds
 
@@ -110,6 +115,10 @@ class VideoDataModule(L.LightningDataModule):
         self.val_set = build_dataset(self.config, self.data, "val", classes)
         check_nonempty(self.train_set, self.data, "train")
         check_nonempty(self.val_set, self.data, "val")
+        if self.config.data.cache and self.config.data.num_workers == 0:
+            workers = min(4, os.cpu_count() or 1)
+            self.train_set.preload(workers)
+            self.val_set.preload(workers)
 
     def _loader(self, ds: VideoClipDataset, shuffle: bool) -> DataLoader:
         d = self.config.data
@@ -183,7 +192,15 @@ class VideoClassifier(L.LightningModule):
         loss, logits = self._shared(batch)
         self.train_acc(logits, batch["label"])
         bs = batch["label"].shape[0]
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log(
+            "train_loss",
+            loss,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=bs,
+            sync_dist=True,
+        )
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=bs)
         return loss
 

@@ -74,6 +74,18 @@ class MetricsHistory(Callback):
         self.rows: list[dict[str, float]] = []
         self._t0 = time.perf_counter()
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        # A checkpoint taken after an epoch's last batch but before its end hooks holds no row
+        # for that epoch; the row is still in metrics.csv on disk, so take it from there.
+        if self.path.is_file():
+            have = {r["epoch"] for r in self.rows}
+            disk = [
+                r
+                for r in read_metrics_csv(self.path)
+                if r["epoch"] < trainer.current_epoch and r["epoch"] not in have
+            ]
+            self.rows = sorted(self.rows + disk, key=lambda r: r["epoch"])
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._t0 = time.perf_counter()
 
@@ -94,6 +106,16 @@ class MetricsHistory(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict.get("rows", []))
+
+
+class _MidEpochCheckpoint(ModelCheckpoint):
+    """Every-n-steps ``last.ckpt`` that skips an epoch's last batch: a checkpoint taken there
+    would resume into the next epoch without the finished epoch's validation and row."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
 def write_metrics_csv(path: Path, rows: list[dict[str, float]]) -> None:
@@ -154,7 +176,9 @@ def train(
     classes = dm.train_set.classes
     if config.model.num_classes != len(classes):
         config.model.num_classes = len(classes)
-    weights = class_weights(dm.train_set.labels, len(classes)) if config.train.class_weights else None
+    weights = (
+        class_weights(dm.train_set.labels, len(classes)) if config.train.class_weights else None
+    )
     module = VideoClassifier(config.to_dict(), classes, weights)
     if resume:
         ckpt = load_checkpoint_file(last)
@@ -185,11 +209,20 @@ def train(
         dirpath=out / "checkpoints",
         filename="last",
         save_top_k=1,
-        every_n_train_steps=t.checkpoint_every_n_steps or None,
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
     callbacks = [history, ckpt_best, ckpt_last]
+    if t.checkpoint_every_n_steps:  # also mid-epoch, into the same last.ckpt
+        callbacks.append(
+            _MidEpochCheckpoint(
+                dirpath=out / "checkpoints",
+                filename="last",
+                save_top_k=1,
+                every_n_train_steps=t.checkpoint_every_n_steps,
+                enable_version_counter=False,
+            )
+        )
     if t.early_stop_patience > 0:
         callbacks.append(EarlyStopping("val_acc", mode="max", patience=t.early_stop_patience))
     on_gpu = torch.cuda.is_available() and t.accelerator in ("auto", "gpu", "cuda")

@@ -1,0 +1,186 @@
+"""sora.models: multi-scale backbones, SoraNet shapes, streaming == offline, save/load, summary."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from sora.config import (
+    Config,
+    ConfigError,
+    ModelConfig,
+    apply_overrides,
+    load_config,
+    save_config,
+)
+from sora.errors import CheckpointError
+from sora.models import SoraNet, load_model, save_model
+from sora.models.backbones import LightBackbone, TorchvisionBackbone
+from sora.models.summary import summarize
+
+
+def small(**kw) -> ModelConfig:
+    base = dict(widths=[8, 8, 16, 16, 16], scale_dim=4, grid=2, fusion_dim=16, hidden=16)
+    return ModelConfig(**{**base, **kw})
+
+
+def test_light_backbone_strides_and_shapes():
+    bb = LightBackbone((8, 8, 16, 16, 16))
+    out = bb(torch.randn(2, 3, 64, 96))
+    assert {s: tuple(f.shape) for s, f in out.items()} == {
+        4: (2, 8, 16, 24),
+        8: (2, 16, 8, 12),
+        16: (2, 16, 4, 6),
+        32: (2, 16, 2, 3),
+    }
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "regnet_y_400mf"])
+def test_torchvision_backbones_return_each_stride(name):
+    bb = TorchvisionBackbone(name, None, (4, 8, 16, 32)).eval()
+    with torch.no_grad():
+        out = bb(torch.randn(1, 3, 64, 64))
+    assert sorted(out) == [4, 8, 16, 32]
+    for s, f in out.items():
+        assert f.shape[-2:] == (64 // s, 64 // s) and f.shape[1] == bb.channels[s]
+
+
+def test_local_imagenet_style_weights_are_loaded(tmp_path):
+    import torchvision
+
+    ref = torchvision.models.resnet18(weights=None)
+    torch.nn.init.constant_(ref.layer1[0].conv1.weight, 0.123)
+    torch.save(ref.state_dict(), tmp_path / "r18.pth")
+    net = SoraNet(small(backbone="resnet18", backbone_weights=str(tmp_path / "r18.pth")))
+    body = dict(net.backbone.body.named_parameters())
+    assert torch.equal(body["layer1.0.conv1.weight"], ref.layer1[0].conv1.weight)
+    from safetensors.torch import save_file
+
+    save_file(ref.state_dict(), str(tmp_path / "r18.safetensors"))
+    net2 = SoraNet(small(backbone="resnet18", backbone_weights=str(tmp_path / "r18.safetensors")))
+    conv1 = dict(net2.backbone.body.named_parameters())["conv1.weight"]  # widened to 6 inputs
+    assert torch.equal(conv1[:, :3], ref.conv1.weight) and not conv1[:, 3:].any()
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(CheckpointError, match=r"wrong\.pth: weights do not fit resnet18"):
+        SoraNet(small(backbone="resnet18", backbone_weights=str(tmp_path / "wrong.pth")))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"rnn": "lstm"},
+        {"rnn": "none"},
+        {"layers": 2},
+        {"fusion": "sum"},
+        {"temporal_diff": False},
+        {"strides": [8, 32]},
+        {"backbone": "mobilenet_v3_small"},
+        {"input_diff": False},
+    ],
+)
+def test_streaming_equals_offline(kw):
+    torch.manual_seed(0)
+    net = SoraNet(small(**kw)).eval()
+    clip = torch.randn(2, 7, 3, 64, 64)
+    with torch.no_grad():
+        offline = net(clip)
+        state = net.init_state(2)
+        for t in range(7):
+            logits, state = net.step(clip[:, t], state)
+    assert offline.shape == (2, 10)
+    torch.testing.assert_close(logits, offline, atol=1e-5, rtol=1e-4)
+
+
+def test_step_head_streams_every_step():
+    torch.manual_seed(0)
+    net = SoraNet(small(head="step", rnn="lstm")).eval()
+    clip = torch.randn(1, 5, 3, 64, 64)
+    with torch.no_grad():
+        offline = net(clip)
+        state, steps = net.init_state(1), []
+        for t in range(5):
+            logits, state = net.step(clip[:, t], state)
+            steps.append(logits)
+    assert offline.shape == (1, 5, 10)
+    torch.testing.assert_close(torch.stack(steps, 1), offline, atol=1e-5, rtol=1e-4)
+
+
+def test_stream_state_is_constant_size():
+    net = SoraNet(small()).eval()
+    with torch.no_grad():
+        _, state = net.step(torch.randn(1, 3, 64, 64), net.init_state(1))
+        sizes = {k: v.shape for k, v in state.items()}
+        assert sizes["frame"] == (1, 3, 64, 64) and sizes["h"] == (1, 1, 16)
+        for _ in range(20):
+            _, state = net.step(torch.randn(1, 3, 64, 64), state)
+    assert {k: v.shape for k, v in state.items()} == sizes
+
+
+def test_bidirectional_is_offline_only():
+    net = SoraNet(small(bidirectional=True)).eval()
+    assert net(torch.randn(1, 4, 3, 64, 64)).shape == (1, 10)
+    with pytest.raises(ValueError, match="bidirectional model needs the whole clip"):
+        net.init_state(1)
+
+
+@pytest.mark.parametrize(
+    "shape,match",
+    [
+        ((3, 64, 64), r"clip must have shape \(B, T, 3, H, W\), got \(3, 64, 64\)"),
+        ((1, 4, 1, 64, 64), r"clip must have 3 channels"),
+        ((1, 4, 3, 16, 64), r"at least 32x32 for stride 32, got 16x64"),
+    ],
+)
+def test_bad_input_shapes(shape, match):
+    with pytest.raises(ValueError, match=match):
+        SoraNet(small())(torch.randn(*shape))
+
+
+def test_save_load_round_trip_and_mismatch(tmp_path):
+    cfg = Config(model=small())
+    net = SoraNet(cfg.model).eval()
+    classes = [f"c{i}" for i in range(10)]
+    save_model(net, cfg, classes, tmp_path / "m")
+    loaded, cfg2, classes2 = load_model(tmp_path / "m")
+    clip = torch.randn(1, 4, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(clip), net(clip))
+    assert cfg2 == cfg and classes2 == classes
+    # a config.yaml that does not match the weights
+    save_config(apply_overrides(cfg, ["model.hidden=32"]), tmp_path / "m" / "config.yaml")
+    with pytest.raises(
+        CheckpointError,
+        match=r"model\.safetensors: weights come from a different model configuration",
+    ):
+        load_model(tmp_path / "m")
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(CheckpointError, match="not a saved model folder"):
+        load_model(tmp_path / "f.txt")
+
+
+def test_config_yaml_round_trip_and_errors(tmp_path):
+    cfg = tiny_config()
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+    (tmp_path / "bad.yaml").write_text("model:\n  hiden: 3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key model\.hiden"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "bad2.yaml").write_text("train:\n  epochs: many\n")
+    with pytest.raises(ConfigError, match=r"train\.epochs: expected"):
+        load_config(tmp_path / "bad2.yaml")
+    cfg = apply_overrides(cfg, ["model.rnn=lstm", "data.crop=[48, 48]", "train.lr=0.1"])
+    assert (cfg.model.rnn, cfg.data.crop, cfg.train.lr) == ("lstm", [48, 48], 0.1)
+    with pytest.raises(ConfigError, match="unknown key"):
+        apply_overrides(cfg, ["model.nope=1"])
+
+
+def test_summary_counts_flops_per_clip_and_per_frame():
+    net = SoraNet(small())
+    info = summarize(net, 8, 64, 64)
+    assert info["parameters"] == sum(p.numel() for p in net.parameters())
+    assert info["output"] == [1, 10]
+    assert info["scales"]["stride 4"] == [8, 16, 16]
+    per_frame, per_clip = info["gflops_per_streamed_frame"], info["gflops_per_clip"]
+    assert per_clip > 0 and per_frame * 8 == pytest.approx(per_clip, rel=0.05)

@@ -1,0 +1,263 @@
+"""End to end through the CLI: train, checkpoints, resume after kill -9, DDP, eval, report,
+predict, streaming, and every bad input of the training issue."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_sora, tiny_overrides
+
+from sora.errors import CheckpointError
+from sora.inference.predictor import Predictor
+from sora.tasks.train import load_checkpoint_file
+
+SETS = [x for o in tiny_overrides() for x in ("--set", o)]
+
+
+def rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def one_line_error(proc, *parts):
+    """Exit code != 0 and exactly one error line, the last one (warnings such as skipped
+    files may come before it), no traceback."""
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("sora: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    err = errors[0]
+    for p in parts:
+        assert p in err, err
+
+
+def test_train_writes_a_complete_run(tiny_run):
+    for name in (
+        "config.yaml",
+        "classes.json",
+        "metrics.csv",
+        "train_summary.json",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+        "model/model.safetensors",
+        "model/config.yaml",
+        "model/classes.json",
+    ):
+        assert (tiny_run / name).is_file(), name
+    r = rows(tiny_run / "metrics.csv")
+    assert [x["epoch"] for x in r] == ["0", "1"]
+    assert all(float(x["train_loss"]) > 0 and 0 <= float(x["val_acc"]) <= 1 for x in r)
+    ckpt = load_checkpoint_file(tiny_run / "checkpoints" / "last.ckpt")  # weights_only=True
+    assert ckpt["epoch"] == 1 and "state_dict" in ckpt
+
+
+def test_same_seed_same_curve(tiny_data, tiny_run, tmp_path):
+    run_sora(
+        "train",
+        "--data",
+        tiny_data,
+        "--out",
+        tmp_path / "again",
+        "--epochs",
+        2,
+        "--quiet",
+        *SETS,
+        check=True,
+    )
+    a, b = rows(tiny_run / "metrics.csv"), rows(tmp_path / "again" / "metrics.csv")
+    assert [x["train_loss"] for x in a] == [x["train_loss"] for x in b]
+    assert [x["val_loss"] for x in a] == [x["val_loss"] for x in b]
+
+
+def test_resume_after_kill_9(tiny_data, tmp_path):
+    run = tmp_path / "killed"
+    exe = Path(sys.executable).with_name("sora")
+    cmd = [
+        str(exe),
+        "train",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(run),
+        "--epochs",
+        "4",
+        "--quiet",
+        *SETS,
+        "--set",
+        "train.checkpoint_every_n_steps=2",
+        "--set",
+        "data.cache=false",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        metrics = run / "metrics.csv"
+        if metrics.is_file() and len(rows(metrics)) >= 1:
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)  # mid-epoch 2
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(rows(run / "metrics.csv"))
+    assert done_before < 4, "the run finished before it could be killed"
+    ckpt = load_checkpoint_file(run / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] > 0
+    resumed = run_sora("train", "--data", tiny_data, "--out", run, "--resume", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    r = rows(run / "metrics.csv")
+    assert [x["epoch"] for x in r] == ["0", "1", "2", "3"]
+    assert load_checkpoint_file(run / "checkpoints" / "last.ckpt")["epoch"] == 3
+
+
+def test_ddp_two_cpu_processes(tiny_data, tmp_path):
+    run = tmp_path / "ddp"
+    proc = run_sora(
+        "train",
+        "--data",
+        tiny_data,
+        "--out",
+        run,
+        "--epochs",
+        1,
+        "--quiet",
+        *SETS,
+        "--set",
+        "train.accelerator=cpu",
+        "--set",
+        "train.devices=2",
+        "--set",
+        "train.strategy=ddp",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distributed_backend=gloo" in proc.stderr + proc.stdout
+    assert "Starting with 2 processes" in proc.stderr + proc.stdout
+    assert len(rows(run / "metrics.csv")) == 1 and (run / "model" / "model.safetensors").is_file()
+
+
+def test_eval_report_and_predict(tiny_run, tiny_data):
+    proc = run_sora("eval", tiny_run, "--data", tiny_data)
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((tiny_run / "eval" / "metrics.json").read_text())
+    for key in (
+        "accuracy",
+        "top5",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "per_class",
+        "confusion_matrix",
+        "classes",
+        "num_videos",
+    ):
+        assert key in m
+    assert m["num_videos"] == 10 and sum(map(sum, m["confusion_matrix"])) == 10
+    assert m["top5"] >= m["accuracy"]
+    assert run_sora("report", tiny_run).returncode == 0
+    page = (tiny_run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 5 and "Per class" in page
+    for png in (
+        "plots/loss.png",
+        "plots/accuracy.png",
+        "eval/confusion_matrix.png",
+        "eval/per_class_recall.png",
+        "eval/mistakes.png",
+    ):
+        assert (tiny_run / png).read_bytes()[:4] == b"\x89PNG"
+    video = sorted((tiny_data / "test" / "rise").iterdir())[0]
+    out = run_sora("predict", tiny_run, video, "--format", "json")
+    res = json.loads(out.stdout)
+    assert res["label"] in m["classes"] and sum(res["probs"].values()) == pytest.approx(1, abs=1e-4)
+    out = run_sora(
+        "predict", tiny_run, video, "--format", "csv", "--window", "0.5", "--stride", "0.25"
+    )
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "video,start,end,label,probability" and len(lines) > 3
+    out = run_sora("predict", tiny_run, video, "--stream", "--format", "jsonl")
+    frames = [json.loads(x) for x in out.stdout.splitlines()]
+    assert len(frames) > 4 and all(f["label"] in m["classes"] for f in frames)
+
+
+def test_streaming_matches_windows(tiny_run, tiny_data):
+    pred = Predictor(tiny_run)
+    video = sorted((tiny_data / "test" / "grow").iterdir())[0]
+    win = pred.window_seconds  # clip_len frames at the model fps
+    windows = pred.timeline(video, window=win, stride=win)
+    ends = [s for s in pred.stream(video) if s["window_end"]]
+    assert len(ends) >= 1
+    for w, s in zip(windows, ends, strict=False):
+        probs = torch.tensor([w["probs"][c] for c in pred.classes])
+        torch.testing.assert_close(s["logits"].softmax(-1), probs, atol=1e-5, rtol=1e-4)
+
+
+# -- bad input: one line, exit code != 0, nothing written over ----------------------------
+
+
+def test_empty_dataset(tmp_path):
+    (tmp_path / "empty" / "train" / "a").mkdir(parents=True)
+    (tmp_path / "empty" / "train" / "b").mkdir(parents=True)
+    proc = run_sora("train", "--data", tmp_path / "empty", "--out", tmp_path / "r", *SETS)
+    one_line_error(proc, "empty", "no readable videos")
+    assert not (tmp_path / "r").exists()
+
+
+def test_class_without_readable_video(tiny_data, tmp_path):
+    root = tmp_path / "ds"
+    shutil.copytree(tiny_data, root)
+    for v in (root / "train" / "rise").iterdir():
+        v.write_bytes(b"garbage")
+    proc = run_sora("train", "--data", root, "--out", tmp_path / "r", *SETS)
+    one_line_error(proc, "class 'rise' has only unreadable videos")
+
+
+def test_manifest_label_not_in_checkpoint(tiny_run, tiny_data, tmp_path):
+    video = sorted((tiny_data / "test" / "rise").iterdir())[0]
+    (tmp_path / "m.csv").write_text(f"{video},rise\n{video},juggling\n")
+    proc = run_sora("eval", tiny_run, "--data", tmp_path / "m.csv")
+    one_line_error(proc, "m.csv: line 2: label 'juggling' is not one of the model's classes")
+
+
+def test_checkpoint_from_other_config(tiny_run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_run / "model", other / "model")
+    cfg = (other / "model" / "config.yaml").read_text().replace("hidden: 16", "hidden: 24")
+    (other / "model" / "config.yaml").write_text(cfg)
+    proc = run_sora("predict", other, __file__)
+    one_line_error(proc, "weights come from a different model configuration")
+    with pytest.raises(CheckpointError):
+        Predictor(other)
+
+
+def test_non_checkpoint_as_run(tmp_path, tiny_data):
+    f = tmp_path / "notes.txt"
+    f.write_text("hello")
+    one_line_error(run_sora("eval", f, "--data", tiny_data), "notes.txt: not a Sora run folder")
+    one_line_error(run_sora("eval", tmp_path, "--data", tiny_data), "not a Sora run")
+    assert f.read_text() == "hello"
+
+
+def test_fake_checkpoint_file_is_refused(tiny_data, tmp_path):
+    run = tmp_path / "fake"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 not really")
+    proc = run_sora("train", "--data", tiny_data, "--out", run, "--resume", *SETS)
+    one_line_error(proc, "last.ckpt: not a loadable checkpoint")
+
+
+def test_existing_run_is_not_overwritten(tiny_run, tiny_data):
+    before = (tiny_run / "metrics.csv").read_bytes()
+    proc = run_sora("train", "--data", tiny_data, "--out", tiny_run, *SETS)
+    one_line_error(proc, "already holds files; use --resume or another --out")
+    assert (tiny_run / "metrics.csv").read_bytes() == before
