@@ -261,3 +261,28 @@ def test_existing_run_is_not_overwritten(tiny_run, tiny_data):
     proc = run_sora("train", "--data", tiny_data, "--out", tiny_run, *SETS)
     one_line_error(proc, "already holds files; use --resume or another --out")
     assert (tiny_run / "metrics.csv").read_bytes() == before
+
+
+def test_demo_end_to_end_keeps_earlier_runs(tmp_path):
+    from sora.demo import format_summary, run_demo
+
+    out = tmp_path / "demo"
+    (out / "run").mkdir(parents=True)
+    (out / "run" / "mine.txt").write_text("keep me")
+    overrides = [*tiny_overrides(), "train.epochs=1"]
+    result = run_demo(
+        out, overrides=overrides, per_class=(2, 1, 1), progress=False, log=lambda *a: None
+    )
+    run = out / "run-2"
+    assert (out / "run" / "mine.txt").read_text() == "keep me"
+    assert json.loads((run / "summary.json").read_text()) == result
+    for name in (
+        "report.html",
+        "eval/metrics.json",
+        "plots/timeline.png",
+        "long_video.mp4",
+        "long_video_timeline.json",
+    ):
+        assert (run / name).is_file(), name
+    assert 0 <= result["test_accuracy"] <= 1 and 0 <= result["timeline_agreement"] <= 1
+    assert "test accuracy" in format_summary(result)

@@ -52,14 +52,16 @@ def run_demo(
 ) -> dict:
     """Run the whole pipeline into ``out``; returns the summary (also ``out/summary.json``).
 
-    ``data`` defaults to ``out/../motionshapes`` (cached between runs). The run itself goes to
-    ``out/run``; an existing run there is refused, not overwritten.
+    ``data`` defaults to ``out/../motionshapes`` (cached between runs). The run goes to
+    ``out/run``, or ``out/run-2``, ``out/run-3``... when earlier runs are there: nothing is
+    written over.
     """
     out = Path(out)
     data = Path(data) if data is not None else out.parent / "motionshapes"
-    run = out / "run"
-    if run.exists() and any(run.iterdir()):
-        raise FileExistsError(f"{run}: already holds a run; remove it or pick another --out")
+    run, k = out / "run", 1
+    while run.exists():
+        k += 1
+        run = out / f"run-{k}"
     timings = {}
     t0 = time.perf_counter()
     log(f"[1/5] MotionShapes in {data} (cached after the first run)")
@@ -79,7 +81,7 @@ def run_demo(
 
     log("[4/5] predicting a long video (sliding windows and streaming)")
     t = time.perf_counter()
-    long_path = out / "long_video.mp4"
+    long_path = run / "long_video.mp4"
     truth = synth.long_video(long_path, LONG_VIDEO_LABELS, seed=1)
     predictor = Predictor(run)
     windows = predictor.timeline(long_path)
@@ -95,7 +97,7 @@ def run_demo(
     timeline_acc = segment_accuracy(segments, truth)
     stream_acc = segment_accuracy(stream_segments, truth)
     atomic_write_text(
-        out / "long_video_timeline.json",
+        run / "long_video_timeline.json",
         json.dumps({"truth": truth, "windows": windows, "segments": segments}, indent=2),
     )
     timings["predict_seconds"] = time.perf_counter() - t
@@ -121,7 +123,7 @@ def run_demo(
         "report": str(report),
         **timings,
     }
-    atomic_write_text(out / "summary.json", json.dumps(result, indent=2))
+    atomic_write_text(run / "summary.json", json.dumps(result, indent=2))
     return result
 
 

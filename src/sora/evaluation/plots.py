@@ -81,7 +81,8 @@ def mistakes_strip(mistakes: list[dict], path: Path) -> Path:
     """One row per mistake: its frames (uint8 ``(T, H, W, 3)``) titled true -> predicted."""
     rows = max(1, len(mistakes))
     cols = max((len(m["frames"]) for m in mistakes), default=1)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.45 * rows + 0.3), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.7 * rows + 0.3), squeeze=False)
+    fig.subplots_adjust(hspace=0.75, top=1 - 0.55 / rows)
     for ax in axes.flat:
         ax.axis("off")
     if not mistakes:
@@ -90,10 +91,15 @@ def mistakes_strip(mistakes: list[dict], path: Path) -> Path:
         for c, frame in enumerate(m["frames"]):
             axes[r, c].imshow(frame)
             axes[r, c].set_title(f"t={m['times'][c]:.1f}s", fontsize=7)
-        axes[r, 0].set_title(
-            f"true {m['true']} -> pred {m['pred']} ({m['prob']:.2f})\n{m['name']}",
-            fontsize=7,
-            loc="left",
+        axes[r, 0].annotate(
+            f"{m['name']}: true {m['true']}, predicted {m['pred']} ({m['prob']:.2f})",
+            xy=(0, 1),
+            xycoords="axes fraction",
+            xytext=(0, 13),
+            textcoords="offset points",
+            fontsize=8,
+            fontweight="bold",
+            va="bottom",
         )
     fig.suptitle("Most confident mistakes (frames in time order)", fontsize=9)
     return _save(fig, path)
