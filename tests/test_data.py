@@ -176,3 +176,24 @@ def test_generate_refuses_a_foreign_folder(tmp_path):
     with pytest.raises(FileExistsError, match="not a MotionShapes folder"):
         synth.generate(tmp_path / "mine", train=1, val=0, test=0)
     assert (tmp_path / "mine" / "thesis.txt").read_text() == "precious"
+
+
+def test_dataloader_with_workers(tiny_data):
+    from torch.utils.data import DataLoader
+
+    from sora.data.datasets import worker_init_fn
+
+    items, classes = folder_items(tiny_data, "train")
+    ds = VideoClipDataset(
+        items,
+        classes,
+        fps=8,
+        clip_len=4,
+        short_side=32,
+        train=True,
+        transform=video_transform(train=True, crop=[32, 32]),
+    )
+    loader = DataLoader(ds, batch_size=5, num_workers=2, worker_init_fn=worker_init_fn)
+    batches = list(loader)
+    assert sum(b["video"].shape[0] for b in batches) == 30
+    assert batches[0]["video"].shape == (5, 4, 3, 32, 32) and batches[0]["label"].shape == (5,)

@@ -250,3 +250,25 @@ def test_cli_inspect_lists_bad_files(tiny_data, tmp_path):
     proc = run_sora("data", "inspect", tmp_path / "nope")
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0
     assert "nope: dataset folder not found" in proc.stderr
+
+
+def test_url_source_through_the_live_path(make_video):
+    """A stream URL goes through the live-source path (as an rtsp camera would)."""
+    import functools
+    import http.server
+    import threading
+
+    path = make_video(n=20, fps=10)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(path.parent))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{path.name}"
+        reader = VideoReader(url, fps=5)
+        assert reader.live
+        frames = list(reader)
+        assert len(frames) == 10 and frames[3].image.mean() == pytest.approx(4 * 6, abs=3)
+    finally:
+        server.shutdown()

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (torchmetrics), PNG plots and the HTML report."""

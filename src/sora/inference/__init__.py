@@ -1,0 +1,1 @@
+"""Inference: offline classification, sliding-window timelines and streaming."""
