@@ -475,11 +475,6 @@ def read_video(
     return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous(), np.asarray(times)
 
 
-def open_source(source: str | int | Path, **kwargs) -> VideoReader:
-    """Open any source (file, image folder, webcam index, URL) as a :class:`VideoReader`."""
-    return VideoReader(source, **kwargs)
-
-
 def write_video(
     path: str | Path,
     frames: np.ndarray | torch.Tensor,
