@@ -185,6 +185,8 @@ def test_eval_report_and_predict(tiny_run, tiny_data):
     )
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "video,start,end,label,probability" and len(lines) > 3
+    out = run_sora("predict", tiny_run, video, video, "--format", "jsonl")
+    assert [json.loads(x)["label"] for x in out.stdout.splitlines()] == [res["label"]] * 2
     out = run_sora("predict", tiny_run, video, "--stream", "--format", "jsonl")
     frames = [json.loads(x) for x in out.stdout.splitlines()]
     assert len(frames) > 4 and all(f["label"] in m["classes"] for f in frames)

@@ -158,7 +158,10 @@ def cmd_predict(args) -> int:
             ]
             res["segments"] = merge_segments(windows)
         results.append(res)
-    if args.format == "jsonl":
+    if args.format == "jsonl":  # streamed rows were printed as they came
+        for res in results:
+            if "frames" not in res:
+                print(json.dumps(res))
         return 0
     if args.format == "json":
         print(json.dumps(results if len(results) > 1 else results[0], indent=2))
