@@ -91,19 +91,20 @@ def test_manifest_items_and_unknown_label(tmp_path, tiny_data):
         manifest_items(m)
 
 
+def tiny_dataset(root, split, train=False, **kwargs) -> VideoClipDataset:
+    """4-frame clips at 8 fps, 32x32 crops, from a folder-per-class split."""
+    items, classes = folder_items(root, split)
+    transform = video_transform(train=train, crop=[32, 32])
+    return VideoClipDataset(
+        items, classes, fps=8, clip_len=4, short_side=32, train=train, transform=transform, **kwargs
+    )
+
+
 def test_dataset_skips_and_lists_unreadable_files(tmp_path, tiny_data):
     root = tmp_path / "ds"
     shutil.copytree(tiny_data, root)
     (root / "train" / "rise" / "bad.mp4").write_bytes(b"not a video")
-    items, classes = folder_items(root, "train")
-    ds = VideoClipDataset(
-        items,
-        classes,
-        fps=8,
-        clip_len=4,
-        short_side=32,
-        transform=video_transform(train=False, crop=[32, 32]),
-    )
+    ds = tiny_dataset(root, "train")
     assert len(ds) == 30 and len(ds.skipped) == 1
     assert ds.skipped[0][0].endswith("bad.mp4") and "cannot open as video" in ds.skipped[0][1]
     sample = ds[0]
@@ -113,16 +114,7 @@ def test_dataset_skips_and_lists_unreadable_files(tmp_path, tiny_data):
 def test_dataset_survives_a_file_that_breaks_after_the_check(tmp_path, tiny_data):
     root = tmp_path / "ds"
     shutil.copytree(tiny_data, root)
-    items, classes = folder_items(root, "test")
-    ds = VideoClipDataset(
-        items,
-        classes,
-        fps=8,
-        clip_len=4,
-        short_side=32,
-        num_views=3,
-        transform=video_transform(train=False, crop=[32, 32]),
-    )
+    ds = tiny_dataset(root, "test", num_views=3)
     ds.items[0].path.write_bytes(b"")  # the file goes bad after the dataset was built
     sample = ds[0]
     assert sample["index"] == 1 and sample["video"].shape == (3, 4, 3, 32, 32)
@@ -183,16 +175,7 @@ def test_dataloader_with_workers(tiny_data):
 
     from sora.data.datasets import worker_init_fn
 
-    items, classes = folder_items(tiny_data, "train")
-    ds = VideoClipDataset(
-        items,
-        classes,
-        fps=8,
-        clip_len=4,
-        short_side=32,
-        train=True,
-        transform=video_transform(train=True, crop=[32, 32]),
-    )
+    ds = tiny_dataset(tiny_data, "train", train=True)
     loader = DataLoader(ds, batch_size=5, num_workers=2, worker_init_fn=worker_init_fn)
     batches = list(loader)
     assert sum(b["video"].shape[0] for b in batches) == 30

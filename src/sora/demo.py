@@ -50,7 +50,7 @@ def run_demo(
     progress: bool = True,
     log=print,
 ) -> dict:
-    """Run the whole pipeline into ``out``; returns the summary (also ``out/summary.json``).
+    """Run the whole pipeline into ``out``; returns the summary (also ``RUN/summary.json``).
 
     ``data`` defaults to ``out/../motionshapes`` (cached between runs). The run goes to
     ``out/run``, or ``out/run-2``, ``out/run-3``... when earlier runs are there: nothing is

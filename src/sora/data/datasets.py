@@ -261,19 +261,12 @@ class VideoClipDataset(Dataset):
         if not self.cache:
             return
         todo = [i for i in range(len(self.items)) if i not in self._frames]
-        if workers <= 1 or len(todo) < 4:
-            for i in todo:
-                try:
-                    self.decode(i)
-                except VideoReadError:
-                    pass
-            return
         from concurrent.futures import ThreadPoolExecutor
 
         # threads, not processes: PyAV releases the GIL while decoding and scaling (2 threads
         # decode ~2x faster than 1 here), and nothing has to be pickled or forked
         args = [(self.items[i], self.fps, self.short_side, self.decode_threads) for i in todo]
-        with ThreadPoolExecutor(workers) as pool:
+        with ThreadPoolExecutor(max(1, workers)) as pool:
             for i, frames in zip(todo, pool.map(_decode_or_none, args), strict=True):
                 if frames is not None:
                     self._frames[i] = frames

@@ -21,7 +21,8 @@ def segment_indices(
     """
     if num_frames < 1 or clip_len < 1:
         raise ValueError(f"need num_frames >= 1 and clip_len >= 1, got {num_frames}, {clip_len}")
-    rng = rng if rng is not None else np.random.default_rng()
+    if offset is None and rng is None:
+        rng = np.random.default_rng()
     if num_frames >= clip_len:
         # integer segment bounds: disjoint, so no frame is taken twice
         bounds = np.floor(np.linspace(0, num_frames, clip_len + 1)).astype(np.int64)

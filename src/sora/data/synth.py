@@ -4,10 +4,9 @@ Ten classes come in five pairs, each the time reversal of the other::
 
     slide_left / slide_right, rise / fall, grow / shrink, rotate_cw / rotate_ccw, appear / vanish
 
-``rotate_*``: the object revolves around a pivot (an arc of 90-200 degrees, radius 25-40% of
-the frame's short side) and turns with its path, clockwise or counter-clockwise on screen.
-(Spinning in place was tried first: a small shape spinning about its own centre was at
-chance level for every model variant tried at the demo's 64-pixel, 8-fps input.)
+``rotate_*``: a large asymmetric shape (arrow or flag, half-extent 18-40% of the short side)
+spins in place by 150-300 degrees, clockwise or counter-clockwise on screen. (Orbiting a
+pivot was tried too; neither variant is learned by the demo model, see the README.)
 
 Because the timing (still time before and after the motion) is drawn symmetrically, the
 *set* of frames of a clip has the same distribution as that of its reversed twin: a model
@@ -143,7 +142,6 @@ def _blend(canvas: np.ndarray, pts: list[tuple[float, float]], colour, alpha: fl
 
 def _saturated_colour(rng: np.random.Generator) -> tuple[int, int, int]:
     hue = rng.uniform(0, 6)
-    c = [0.0, 0.0, 0.0]
     i, f = int(hue) % 6, hue - int(hue)
     table = [(1, f, 0), (1 - f, 1, 0), (0, 1, f), (0, 1 - f, 1), (f, 0, 1), (1, 0, 1 - f)]
     c = table[i]
@@ -165,7 +163,6 @@ def _target(rng: np.random.Generator, label: str, n: int, w: int, h: int) -> _Ob
     p = _timing(rng, n)
     rotating = label.startswith("rotate")
     shape = str(rng.choice(ASYMMETRIC_SHAPES if rotating else SHAPES))
-    lo = 2.5  # half-extent: 5 px to half the frame across
     if label in ("grow", "shrink"):
         small = math.exp(rng.uniform(math.log(3.0), math.log(short * 0.12)))
         big = small * rng.uniform(2.2, 3.5)
@@ -174,7 +171,8 @@ def _target(rng: np.random.Generator, label: str, n: int, w: int, h: int) -> _Ob
         if rotating:
             r = rng.uniform(0.18, 0.4) * short
         else:
-            r = math.exp(rng.uniform(math.log(lo), math.log(short * 0.25)))
+            # half-extent: 5 px to half the frame across
+            r = math.exp(rng.uniform(math.log(2.5), math.log(short * 0.25)))
         size = np.full(n, r)
     r_max = float(size.max())
     cx = rng.uniform(r_max, w - r_max) if w > 2 * r_max else w / 2
