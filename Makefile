@@ -33,8 +33,14 @@ format: install
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
+# not part of `make test`: about an hour on a 2-core CPU; each script rewrites its own
+# section of benchmarks/RESULTS.md
 bench: install
-	$(BIN)/python benchmarks/decode.py
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/decode.py --repeat 5
+	$(BIN)/python benchmarks/peers.py
+	$(BIN)/python benchmarks/ablations.py
+	$(BIN)/python benchmarks/streaming.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

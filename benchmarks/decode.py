@@ -1,6 +1,6 @@
 """Decode speed: Sora's reader (decode + resize to a 128-pixel short side) against the ffmpeg
 command-line decoder (``ffmpeg -threads 1 -i FILE -f null -``) on the same file, one thread
-each, in one run. Prints frames/s for both and their ratio (target >= 0.9), and appends the
+each, in one run. Prints frames/s for both and their ratio (target >= 0.9), and writes the
 table to benchmarks/RESULTS.md.
 
     python benchmarks/decode.py [--video FILE] [--seconds 20] [--repeat 3]
@@ -12,7 +12,6 @@ Needs the ``ffmpeg`` program (Debian/Ubuntu: ``apt-get install ffmpeg``).
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import subprocess
 import sys
@@ -23,8 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from sora.io import VideoReader, probe, write_video
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def make_video(path: Path, seconds: float, fps: float = 30.0, size=(720, 1280)) -> Path:
@@ -59,7 +56,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--short-side", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
+    ap.add_argument("--no-write", action="store_true", help="do not write RESULTS.md")
     args = ap.parse_args()
     if shutil.which("ffmpeg") is None:
         print("benchmarks/decode.py needs the ffmpeg program (apt-get install ffmpeg)")
@@ -81,13 +78,15 @@ def main() -> int:
     )
     print(table)
     if not args.no_write:
-        stamp = time.strftime("%Y-%m-%d")
-        with RESULTS.open("a") as f:
-            f.write(
-                f"\n## Decode ({stamp}, {platform.processor() or platform.machine()}, "
-                f"1 thread each, best of {args.repeat})\n\n`python benchmarks/decode.py`\n\n"
-                f"{table}\n"
-            )
+        from common import machine, write_section
+
+        write_section(
+            "decode",
+            f"## Decode ({time.strftime('%Y-%m-%d')}, {machine()}, 1 thread each, best of "
+            f"{args.repeat})\n\n`python benchmarks/decode.py --repeat {args.repeat}`: Sora's "
+            "reader decodes and resizes (swscale AREA, RGB out); `ffmpeg -threads 1 -i FILE "
+            f"-f null -` only decodes.\n\n{table}",
+        )
     return 0
 
 

@@ -78,6 +78,8 @@ def test_local_imagenet_style_weights_are_loaded(tmp_path):
         {"strides": [8, 32]},
         {"backbone": "mobilenet_v3_small"},
         {"input_diff": False},
+        {"input_flow": True},
+        {"input_diff": False, "input_flow": True},
     ],
 )
 def test_streaming_equals_offline(kw):
@@ -184,3 +186,16 @@ def test_summary_counts_flops_per_clip_and_per_frame():
     assert info["scales"]["stride 4"] == [8, 16, 16]
     per_frame, per_clip = info["gflops_per_streamed_frame"], info["gflops_per_clip"]
     assert per_clip > 0 and per_frame * 8 == pytest.approx(per_clip, rel=0.05)
+
+
+def test_normal_flow_gives_the_direction_of_a_moving_edge():
+    from sora.models.soranet import normal_flow
+
+    x = torch.arange(32.0).view(1, 1, 1, 32).expand(1, 3, 32, 32)
+    ramp = (x - 16).clamp(-4, 4) / 4  # a soft vertical edge: dark left, bright right
+    moved_right = (x - 17).clamp(-4, 4) / 4  # the same edge one pixel to the right
+    flow = normal_flow(ramp, moved_right)
+    assert flow.shape == (1, 2, 32, 32)
+    u, v = flow[0, 0, 8:24, 12:21], flow[0, 1, 8:24, 12:21]
+    assert u.mean() > 0.5 and v.abs().max() < 1e-6  # rightward, no vertical component
+    torch.testing.assert_close(normal_flow(moved_right, ramp), -flow)  # reversed in time

@@ -64,6 +64,8 @@ class ModelConfig:
     input_diff: give the CNN each frame together with its difference to the previous frame
         (6 input channels; a torchvision backbone's first conv is widened, pretrained RGB
         weights kept), so motion direction is visible inside the CNN.
+    input_flow: also give it the normal flow of each frame pair (2 channels, see
+        :func:`sora.models.soranet.normal_flow`).
     temporal_diff: also feed the RNN the change of the frame descriptor since the last frame.
     rnn: ``gru``, ``lstm`` or ``none`` (mean over time; with ``temporal_diff: false`` this is
         the order-blind frame-averaging baseline).
@@ -80,6 +82,7 @@ class ModelConfig:
     fusion: str = "concat"
     fusion_dim: int = 128
     input_diff: bool = True
+    input_flow: bool = False
     temporal_diff: bool = True
     rnn: str = "gru"
     hidden: int = 128

@@ -311,10 +311,14 @@ class VideoReader:
         def convert() -> np.ndarray:
             # one reformatter per reader: it caches the swscale context, which costs ~5 ms
             # to build and would otherwise be rebuilt for every frame
-            rgb = self._reformatter.reformat(
-                frame, width=out_w, height=out_h, format="rgb24", interpolation="AREA"
-            )
-            return _rotate(rgb.to_ndarray(), rotation)
+            # swscale's bgr24 output has a SIMD path that rgb24 lacks (0.21 vs 0.34 ms for
+            # 720p -> 128 AREA); swapping the channels back in numpy costs 0.04 ms
+            bgr = self._reformatter.reformat(
+                frame, width=out_w, height=out_h, format="bgr24", interpolation="AREA"
+            ).to_ndarray()
+            rgb = np.empty_like(bgr)
+            rgb[..., 0], rgb[..., 1], rgb[..., 2] = bgr[..., 2], bgr[..., 1], bgr[..., 0]
+            return _rotate(rgb, rotation)
 
         return convert
 

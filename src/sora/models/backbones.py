@@ -49,7 +49,7 @@ class LightBackbone(nn.Module):
     Args:
         widths: five channel counts ``[stem, s4, s8, s16, s32]``.
         strides: the strides returned by ``forward``.
-        in_channels: 3 (RGB) or 6 (RGB + difference to the previous frame).
+        in_channels: 3 (RGB), or more (RGB + difference to the previous frame, + flow).
     """
 
     def __init__(

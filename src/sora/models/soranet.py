@@ -33,6 +33,25 @@ from sora.models.backbones import build_backbone
 State = dict[str, torch.Tensor]
 
 
+def normal_flow(prev: torch.Tensor, cur: torch.Tensor, eps: float = 0.02) -> torch.Tensor:
+    """Brightness-constancy motion between two frames ``(N, 3, H, W)`` -> ``(N, 2, H, W)``.
+
+    On the grey, 3x3-blurred frames: ``(u, v) = -I_t * grad(I) / (|grad(I)|^2 + eps)``, the
+    flow along the image gradient (the "normal flow" of Horn and Schunck), clamped to +-4.
+    A ReLU CNN cannot easily form the product of the time and space derivatives itself;
+    given it, the signed direction of every moving edge is explicit, so a rotation (the curl
+    of this field) is a linear read-out of grid-pooled features.
+    """
+    grey = torch.stack([prev.mean(1), cur.mean(1)], dim=1)  # (N, 2, H, W)
+    grey = nn.functional.avg_pool2d(grey, 3, 1, 1, count_include_pad=False)
+    it = grey[:, 1:] - grey[:, :1]
+    mean = nn.functional.pad(grey.mean(1, keepdim=True), (1, 1, 1, 1), mode="replicate")
+    gx = (mean[..., 1:-1, 2:] - mean[..., 1:-1, :-2]) / 2
+    gy = (mean[..., 2:, 1:-1] - mean[..., :-2, 1:-1]) / 2
+    scale = -it / (gx * gx + gy * gy + eps)
+    return torch.cat([scale * gx, scale * gy], dim=1).clamp(-4, 4)
+
+
 class ScalePool(nn.Module):
     """``(N, C, h, w)`` -> ``(N, out_dim * grid * grid)``: 1x1 conv, BN, ReLU, grid pooling."""
 
@@ -89,7 +108,7 @@ class SoraNet(nn.Module):
             weights=cfg.backbone_weights,
             widths=cfg.widths,
             strides=self.strides,
-            in_channels=6 if cfg.input_diff else 3,
+            in_channels=self.in_channels,
         )
         self.pools = nn.ModuleList(
             ScalePool(self.backbone.channels[s], cfg.scale_dim, cfg.grid) for s in self.strides
@@ -115,6 +134,21 @@ class SoraNet(nn.Module):
         self.min_size = max(self.strides)
 
     # -- shapes --------------------------------------------------------------------------
+    @property
+    def in_channels(self) -> int:
+        """Channels the backbone sees per frame: RGB, + difference, + normal flow."""
+        return 3 + 3 * self.cfg.input_diff + 2 * self.cfg.input_flow
+
+    def _pair_input(self, prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+        """Frames ``(N, 3, H, W)`` and their previous ones -> backbone input
+        ``(N, in_channels, H, W)``."""
+        parts = [cur]
+        if self.cfg.input_diff:
+            parts.append(cur - prev)
+        if self.cfg.input_flow:
+            parts.append(normal_flow(prev, cur))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else cur
+
     def _check(self, x: torch.Tensor, rank: int, name: str) -> None:
         expected = "(B, T, 3, H, W)" if rank == 5 else "(B, 3, H, W)"
         if x.dim() != rank:
@@ -130,7 +164,7 @@ class SoraNet(nn.Module):
 
     # -- building blocks -----------------------------------------------------------------
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(N, 3 or 6, H, W)`` -> fused per-frame descriptors ``(N, fusion_dim)``."""
+        """``(N, in_channels, H, W)`` -> fused per-frame descriptors ``(N, fusion_dim)``."""
         maps = self.backbone(frames)
         parts = [pool(maps[s]) for pool, s in zip(self.pools, self.strides, strict=True)]
         return self.dropout(self.fusion(parts))
@@ -140,7 +174,7 @@ class SoraNet(nn.Module):
         was = self.training
         self.eval()
         with torch.no_grad():
-            maps = self.backbone(torch.zeros(1, 6 if self.cfg.input_diff else 3, height, width))
+            maps = self.backbone(torch.zeros(1, self.in_channels, height, width))
         self.train(was)
         return {s: tuple(maps[s].shape[1:]) for s in self.strides}
 
@@ -155,10 +189,11 @@ class SoraNet(nn.Module):
         """``(B, T, 3, H, W)`` -> clip head ``(B, K)`` or step head ``(B, T, K)``."""
         self._check(clip, 5, "clip")
         b, t = clip.shape[:2]
-        if self.cfg.input_diff:
+        frames = clip.flatten(0, 1)
+        if self.in_channels > 3:
             prev = torch.cat([clip[:, :1], clip[:, :-1]], dim=1)  # frame 0 is its own previous
-            clip = torch.cat([clip, clip - prev], dim=2)  # (B, T, 6, H, W)
-        feats = self.frame_features(clip.flatten(0, 1)).view(b, t, -1)  # (B, T, F)
+            frames = self._pair_input(prev.flatten(0, 1), frames)  # (B*T, C_in, H, W)
+        feats = self.frame_features(frames).view(b, t, -1)  # (B, T, F)
         prev = torch.cat([feats[:, :1], feats[:, :-1]], dim=1)
         has_prev = (torch.arange(t, device=feats.device) > 0).to(feats.dtype).view(1, t, 1)
         feats = self._with_diff(prev, feats, has_prev)
@@ -193,7 +228,7 @@ class SoraNet(nn.Module):
         device = device or self.head.weight.device
         dtype = self.head.weight.dtype
         state: State = {}
-        if self.cfg.input_diff:  # filled by the first step (needs the frame size)
+        if self.in_channels > 3:  # filled by the first step (needs the frame size)
             state["frame"] = torch.zeros(0, device=device, dtype=dtype)
         if self.cfg.temporal_diff:  # previous frame's features, and whether there was one
             state["prev"] = torch.zeros(batch, self.cfg.fusion_dim, device=device, dtype=dtype)
@@ -216,9 +251,9 @@ class SoraNet(nn.Module):
         self._check(frame, 4, "frame")
         new: State = {}
         x = frame
-        if self.cfg.input_diff:
+        if self.in_channels > 3:
             prev = state["frame"] if state["frame"].numel() else frame
-            x = torch.cat([frame, frame - prev], dim=1)  # (B, 6, H, W)
+            x = self._pair_input(prev, frame)  # (B, C_in, H, W)
             new["frame"] = frame
         feat = self.frame_features(x)  # (B, F)
         if "prev" in state:
