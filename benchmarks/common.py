@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -359,7 +360,7 @@ def run_suite(specs: list[Spec], args, log=print) -> list[dict]:
         log(f"== {spec.name}: {spec.note}")
         costs = costs_in_subprocess(spec.name, k, t, h, w)
         torch.manual_seed(args.seed)
-        train_set._epoch_rng = __import__("numpy").random.default_rng(args.seed)  # same draws
+        train_set._epoch_rng = np.random.default_rng(args.seed)  # same augmentation draws
         model = spec.build(k, t)
         fit = train_budget(
             model,
