@@ -180,7 +180,13 @@ ABLATIONS = [
     soranet_spec("multi-scale + GRU, sum fusion", "fusion=sum", fusion="sum"),
     soranet_spec(
         "multi-scale + GRU + normal flow in",
-        "input_flow=true (2 more input channels)",
+        "input_flow=true, flow=normal",
+        input_flow=True,
+        flow="normal",
+    ),
+    soranet_spec(
+        "multi-scale + GRU + block-matching flow",
+        "input_flow=true, flow=match: 2 input channels + pooled flow, turn, spread",
         input_flow=True,
     ),
 ]

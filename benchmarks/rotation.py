@@ -1,6 +1,6 @@
-"""Rotation direction on its own: rotate_cw vs rotate_ccw from MotionShapes, with and without
-the normal-flow input (``model.input_flow``), everything else as the demo (mirror and
-time-reversal augmentation with label swap). Trains with ``sora.tasks.train.train`` and
+"""Rotation direction on its own: rotate_cw vs rotate_ccw from MotionShapes, without and with
+the flow input (``model.input_flow``, normal or block-matching flow), everything else as the
+demo (mirror and time-reversal augmentation with label swap). Trains with ``sora.tasks.train.train`` and
 tests with ``sora.evaluation.evaluate.evaluate``; writes the table into
 benchmarks/RESULTS.md.
 
@@ -26,8 +26,9 @@ from sora.tasks.train import read_metrics_csv, train
 
 PAIR = ["rotate_cw", "rotate_ccw"]
 VARIANTS = {
-    "frame + difference (default)": [],
-    "frame + difference + normal flow": ["model.input_flow=true"],
+    "frame + difference": [],
+    "+ normal flow": ["model.input_flow=true", "model.flow=normal"],
+    "+ block-matching flow": ["model.input_flow=true", "model.flow=match"],
 }
 
 
@@ -90,7 +91,8 @@ def main() -> int:
             f"## Rotation direction alone ({time.strftime('%Y-%m-%d')}, {machine()})\n\n"
             f"`python benchmarks/rotation.py --epochs {args.epochs}`: rotate_cw vs rotate_ccw "
             "(80/10/20 videos per class), demo recipe and augmentation, "
-            f"{args.epochs} epochs each.\n\n" + table,
+            f"{args.epochs} epochs each. With the flow on, the model also fuses the grid-pooled "
+            "flow and its turn and spread (`flow_moments`).\n\n" + table,
         )
     return 0
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
@@ -80,6 +83,7 @@ def test_local_imagenet_style_weights_are_loaded(tmp_path):
         {"input_diff": False},
         {"input_flow": True},
         {"input_diff": False, "input_flow": True},
+        {"input_flow": True, "flow": "normal"},
     ],
 )
 def test_streaming_equals_offline(kw):
@@ -199,3 +203,55 @@ def test_normal_flow_gives_the_direction_of_a_moving_edge():
     u, v = flow[0, 0, 8:24, 12:21], flow[0, 1, 8:24, 12:21]
     assert u.mean() > 0.5 and v.abs().max() < 1e-6  # rightward, no vertical component
     torch.testing.assert_close(normal_flow(moved_right, ramp), -flow)  # reversed in time
+
+
+def test_block_flow_measures_a_shift_of_several_pixels():
+    from sora.models.soranet import block_flow
+
+    torch.manual_seed(0)
+    texture = torch.rand(1, 3, 48, 64)
+    # the content moves 4 px right and 8 px down (1 and 2 cells at stride 4)
+    moved = torch.roll(texture, shifts=(8, 4), dims=(2, 3))
+    flow = block_flow(texture, moved)
+    assert flow.shape == (1, 2, 48, 64)
+    inner = flow[0, :, 16:-16, 16:-16]  # away from the wrapped border
+    torch.testing.assert_close(inner[0], torch.full_like(inner[0], 4.0), atol=0.25, rtol=0)
+    torch.testing.assert_close(inner[1], torch.full_like(inner[1], 8.0), atol=0.25, rtol=0)
+    still = block_flow(texture, texture)[0, :, 8:-8, 8:-8]
+    assert still.abs().max() < 0.25  # soft-argmax: a fraction of a pixel
+
+
+@pytest.mark.parametrize("turn", [25.0, -25.0])
+def test_block_flow_tells_the_direction_of_a_spinning_shape(turn):
+    """The moment of the flow around the shape's centre has the sign of the turn
+    (positive = clockwise on screen, y down): what rotate_cw vs rotate_ccw needs."""
+    from PIL import Image, ImageDraw
+
+    from sora.data.synth import _polygon
+    from sora.models.soranet import block_flow
+
+    def frame(angle):
+        img = Image.new("RGB", (80, 64), (90, 100, 95))
+        ImageDraw.Draw(img).polygon(_polygon("arrow", 40, 32, 20, angle), fill=(230, 40, 200))
+        return torch.from_numpy(np.array(img)).permute(2, 0, 1).float().unsqueeze(0) / 255
+
+    flow = block_flow(frame(30.0), frame(30.0 + turn))[0]
+    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(80.0), indexing="ij")
+    moment = ((xs - 40) * flow[1] - (ys - 32) * flow[0]).sum()
+    assert torch.sign(moment) == math.copysign(1, turn)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_flow_moments_read_turn_and_spread_wherever_the_object_is(sign):
+    from sora.models.soranet import flow_moments
+
+    h, w, (cx, cy) = 48, 64, (44.5, 14.5)  # an object off the frame centre
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    disk = (((xs - cx) ** 2 + (ys - cy) ** 2) < 100).float()
+    spin = torch.stack([-(ys - cy), xs - cx]) * disk * sign / 8  # clockwise for sign=1
+    grow = torch.stack([xs - cx, ys - cy]) * disk * sign / 8
+    slide = torch.stack([torch.ones_like(xs), torch.zeros_like(xs)]) * disk * sign
+    turn, spread = flow_moments(torch.stack([spin, grow, slide])).T
+    assert turn[0] * sign > 0.05 and abs(spread[0]) < 1e-3 * abs(turn[0])
+    assert spread[1] * sign > 0.05 and abs(turn[1]) < 1e-3 * abs(spread[1])
+    assert abs(turn[2]) < 1e-4 and abs(spread[2]) < 1e-4  # a slide off the centre: neither

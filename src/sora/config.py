@@ -64,8 +64,11 @@ class ModelConfig:
     input_diff: give the CNN each frame together with its difference to the previous frame
         (6 input channels; a torchvision backbone's first conv is widened, pretrained RGB
         weights kept), so motion direction is visible inside the CNN.
-    input_flow: also give it the normal flow of each frame pair (2 channels, see
-        :func:`sora.models.soranet.normal_flow`).
+    input_flow: also give it the motion of each frame pair as 2 channels ``(u, v)`` (pixels
+        per frame / 4), and the same field average-pooled to the grid as one more fused part.
+    flow: how that motion is measured: ``match`` (block matching of 3x3 patches at stride 4,
+        shifts up to 8 pixels, :func:`sora.models.soranet.block_flow`) or ``normal``
+        (brightness-constancy flow along the image gradient, :func:`~sora.models.soranet.normal_flow`).
     temporal_diff: also feed the RNN the change of the frame descriptor since the last frame.
     rnn: ``gru``, ``lstm`` or ``none`` (mean over time; with ``temporal_diff: false`` this is
         the order-blind frame-averaging baseline).
@@ -83,6 +86,7 @@ class ModelConfig:
     fusion_dim: int = 128
     input_diff: bool = True
     input_flow: bool = False
+    flow: str = "match"
     temporal_diff: bool = True
     rnn: str = "gru"
     hidden: int = 128

@@ -5,10 +5,14 @@ Shapes (B batch, T frames, S scales, K classes)::
     clip      (B, T, 3, H, W)      float, normalized
     input     input_diff: each frame with its difference to the previous one (0 at t=0)
               -> (B, T, 6, H, W): early motion cues, so one frame pair shows a direction
+              input_flow: + the motion (u, v) of each frame pair (block_flow or normal_flow)
+              -> (B, T, 8, H, W)
     backbone  per frame -> {s: (B*T, C_s, H/s, W/s)} for s in strides
     ScalePool per scale: 1x1 conv to D_s, adaptive average pool to a g x g grid,
               flatten -> (B*T, D_s*g*g)       # keeps coarse position, which motion needs
-    fusion    concat: Linear(S*D_s*g*g -> F) | sum: sum_s Linear_s(D_s*g*g -> F);
+              input_flow: + the flow pooled to the grid and its turn and spread
+              (flow_moments), BatchNorm -> (B*T, 2*g*g + 2)
+    fusion    concat: Linear(sum of part dims -> F) | sum: sum_p Linear_p(part p -> F);
               then LayerNorm + ReLU -> (B, T, F)
     diff      temporal_diff: append f_t - f_{t-1} (0 at t=0) -> (B, T, 2F); causal
     temporal  GRU/LSTM(2F -> Hd) over T -> (B, T, Hd)  (or Hd*2 bidirectional)
@@ -50,6 +54,95 @@ def normal_flow(prev: torch.Tensor, cur: torch.Tensor, eps: float = 0.02) -> tor
     gy = (mean[..., 2:, 1:-1] - mean[..., :-2, 1:-1]) / 2
     scale = -it / (gx * gx + gy * gy + eps)
     return torch.cat([scale * gx, scale * gy], dim=1).clamp(-4, 4)
+
+
+def correlation(cur: torch.Tensor, prev: torch.Tensor, radius: int) -> torch.Tensor:
+    """Local correlation of two feature maps ``(N, C, h, w)`` -> ``(N, (2r+1)^2, h, w)``.
+
+    Channel ``(dy + r) * (2r + 1) + (dx + r)`` holds the cosine similarity of ``cur`` at
+    ``(y, x)`` and ``prev`` at ``(y + dy, x + dx)`` (0 outside ``prev``): how well each place
+    now matches each place around it one frame ago.
+    """
+    cur = nn.functional.normalize(cur, dim=1)
+    prev = nn.functional.normalize(prev, dim=1)
+    h, w = cur.shape[-2:]
+    padded = nn.functional.pad(prev, (radius, radius, radius, radius))
+    size = 2 * radius + 1
+    return torch.stack(
+        [
+            (cur * padded[:, :, dy : dy + h, dx : dx + w]).sum(1)
+            for dy in range(size)
+            for dx in range(size)
+        ],
+        dim=1,
+    )
+
+
+def block_flow(
+    prev: torch.Tensor,
+    cur: torch.Tensor,
+    stride: int = 4,
+    radius: int = 2,
+    patch: int = 3,
+    temperature: float = 10.0,
+) -> torch.Tensor:
+    """Block-matching motion between two frames ``(N, 3, H, W)`` -> ``(N, 2, H, W)``.
+
+    Both frames are average-pooled by ``stride``; every cell's ``patch x patch`` neighbourhood
+    (minus its mean) is compared, by cosine similarity, with the previous frame's at each
+    shift of up to ``radius`` cells (:func:`correlation`); a soft-argmax over the shifts gives
+    the velocity ``(u, v)`` in pixels per frame (+x right, +y down), upsampled back to
+    ``H x W``. Unlike :func:`normal_flow` it measures shifts of several pixels (up to
+    ``radius * stride``) and both components, not only the one along the image gradient.
+    """
+    a = patch_descriptors(cur, stride, patch)
+    b = patch_descriptors(prev, stride, patch)
+    corr = correlation(a, b, radius)  # (N, D, h, w): cur at (y, x) vs prev at (y+dy, x+dx)
+    p = torch.softmax(corr * temperature, dim=1)
+    size = 2 * radius + 1
+    offsets = torch.arange(size, dtype=cur.dtype, device=cur.device) - radius
+    dx = offsets.repeat(size).view(1, -1, 1, 1)
+    dy = offsets.repeat_interleave(size).view(1, -1, 1, 1)
+    # the content at (y, x) came from (y + dy, x + dx): it moved by -(dx, dy) cells
+    flow = -stride * torch.cat([(p * dx).sum(1, keepdim=True), (p * dy).sum(1, keepdim=True)], 1)
+    return nn.functional.interpolate(flow, size=cur.shape[-2:], mode="nearest")
+
+
+def patch_descriptors(rgb: torch.Tensor, stride: int, size: int = 3) -> torch.Tensor:
+    """``(N, 3, H, W)`` -> ``(N, 3 * size^2, H/stride, W/stride)``: the ``size x size``
+    neighbourhood of every cell of the ``stride``-pooled frame, minus its mean (so a change
+    of brightness is no match for a change of place)."""
+    x = nn.functional.avg_pool2d(rgb, stride) if stride > 1 else rgb
+    h, w = x.shape[-2:]
+    patches = nn.functional.unfold(x, size, padding=size // 2).view(x.shape[0], -1, h, w)
+    return patches - patches.mean(1, keepdim=True)
+
+
+def flow_moments(flow: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """``(N, 2, H, W)`` flow ``(u, v)`` -> ``(N, 2)``: its turn and spread about its own
+    centre.
+
+    With speed weights ``s = |(u, v)|`` and ``c`` the speed-weighted centre of the moving
+    pixels, ``turn = sum s (p - c) x (u, v) / sum s`` (positive for a clockwise spin on
+    screen, +y down) and ``spread = sum s (p - c) . (u, v) / sum s`` (positive for a growing
+    or approaching object), with positions ``p`` in units of the half-width. A translation
+    gives 0 for both wherever it happens, so a spin or a zoom is told apart from a slide of
+    an object off the frame centre.
+    """
+    h, w = flow.shape[-2:]
+    half = w / 2
+    x = (torch.arange(w, device=flow.device, dtype=flow.dtype) + 0.5 - half) / half
+    y = (torch.arange(h, device=flow.device, dtype=flow.dtype) + 0.5 - h / 2) / half
+    x, y = x.view(1, 1, w), y.view(1, h, 1)
+    u, v = flow[:, 0], flow[:, 1]  # (N, H, W)
+    speed = torch.sqrt(u * u + v * v + eps * eps) - eps
+    total = speed.sum((1, 2)) + eps
+    cx = (speed * x).sum((1, 2)) / total
+    cy = (speed * y).sum((1, 2)) / total
+    dx, dy = x - cx.view(-1, 1, 1), y - cy.view(-1, 1, 1)
+    turn = (speed * (dx * v - dy * u)).sum((1, 2)) / total
+    spread = (speed * (dx * u + dy * v)).sum((1, 2)) / total
+    return torch.stack([turn, spread], dim=1)
 
 
 class ScalePool(nn.Module):
@@ -96,6 +189,7 @@ class SoraNet(nn.Module):
         for key, value, allowed in (
             ("rnn", cfg.rnn, ("gru", "lstm", "none")),
             ("head", cfg.head, ("clip", "step")),
+            ("flow", cfg.flow, ("match", "normal")),
         ):
             if value not in allowed:
                 raise ValueError(f"model.{key} must be one of {allowed}, got {value!r}")
@@ -114,6 +208,11 @@ class SoraNet(nn.Module):
             ScalePool(self.backbone.channels[s], cfg.scale_dim, cfg.grid) for s in self.strides
         )
         dims = [cfg.scale_dim * cfg.grid * cfg.grid] * len(self.strides)
+        self.flow_pool = None
+        if cfg.input_flow:  # the flow pooled to the grid, and its turn and spread
+            self.flow_pool = nn.Sequential(nn.AdaptiveAvgPool2d(cfg.grid), nn.Flatten())
+            self.flow_norm = nn.BatchNorm1d(2 * cfg.grid**2 + 2)
+            dims.append(2 * cfg.grid * cfg.grid + 2)
         self.fusion = ScaleFusion(dims, cfg.fusion_dim, cfg.fusion)
         self.dropout = nn.Dropout(cfg.dropout)
         in_dim = cfg.fusion_dim * (2 if cfg.temporal_diff else 1)
@@ -146,7 +245,8 @@ class SoraNet(nn.Module):
         if self.cfg.input_diff:
             parts.append(cur - prev)
         if self.cfg.input_flow:
-            parts.append(normal_flow(prev, cur))
+            flow = block_flow if self.cfg.flow == "match" else normal_flow
+            parts.append(flow(prev, cur) / 4)  # pixels per frame -> about unit range
         return torch.cat(parts, dim=1) if len(parts) > 1 else cur
 
     def _check(self, x: torch.Tensor, rank: int, name: str) -> None:
@@ -167,6 +267,10 @@ class SoraNet(nn.Module):
         """``(N, in_channels, H, W)`` -> fused per-frame descriptors ``(N, fusion_dim)``."""
         maps = self.backbone(frames)
         parts = [pool(maps[s]) for pool, s in zip(self.pools, self.strides, strict=True)]
+        if self.flow_pool is not None:
+            flow = frames[:, -2:]  # the flow is the last 2 input channels
+            pooled = torch.cat([self.flow_pool(flow), flow_moments(flow)], dim=1)
+            parts.append(self.flow_norm(pooled))
         return self.dropout(self.fusion(parts))
 
     def scale_shapes(self, height: int, width: int) -> dict[int, tuple[int, ...]]:
