@@ -205,6 +205,35 @@ def test_normal_flow_gives_the_direction_of_a_moving_edge():
     torch.testing.assert_close(normal_flow(moved_right, ramp), -flow)  # reversed in time
 
 
+def test_patch_correlation_is_the_cosine_of_mean_free_patches():
+    """The window-sum formulation equals comparing explicit descriptors, borders included."""
+    from sora.models.soranet import patch_correlation
+
+    torch.manual_seed(0)
+    cur, prev = torch.rand(2, 3, 7, 9), torch.rand(2, 3, 7, 9)
+    cur[1, :, :3] = 0.5  # a flat region: zero-variance patches give 0, not NaN
+    r, patch = 2, 3
+
+    def descriptors(x):  # (N, 27, h, w): every 3x3 neighbourhood, zero outside, mean-free
+        d = torch.nn.functional.unfold(x, patch, padding=1).view(2, -1, 7, 9)
+        return torch.nn.functional.normalize(d - d.mean(1, keepdim=True), dim=1)
+
+    a, b = descriptors(cur), descriptors(prev)
+    expected = torch.zeros(2, (2 * r + 1) ** 2, 7, 9)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            k = (dy + r) * (2 * r + 1) + dx + r
+            for y in range(7):
+                for x in range(9):
+                    if 0 <= y + dy < 7 and 0 <= x + dx < 9:
+                        expected[:, k, y, x] = (a[:, :, y, x] * b[:, :, y + dy, x + dx]).sum(1)
+    got = patch_correlation(cur, prev, r, patch)
+    assert got.shape == (2, 25, 7, 9) and torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    assert got[:, 12].max() <= 1 + 1e-4  # a cosine
+    torch.testing.assert_close(patch_correlation(cur, cur, r, patch)[0, 12], torch.ones(7, 9))
+
+
 def test_block_flow_measures_a_shift_of_several_pixels():
     from sora.models.soranet import block_flow
 
@@ -251,7 +280,10 @@ def test_flow_moments_read_turn_and_spread_wherever_the_object_is(sign):
     spin = torch.stack([-(ys - cy), xs - cx]) * disk * sign / 8  # clockwise for sign=1
     grow = torch.stack([xs - cx, ys - cy]) * disk * sign / 8
     slide = torch.stack([torch.ones_like(xs), torch.zeros_like(xs)]) * disk * sign
-    turn, spread = flow_moments(torch.stack([spin, grow, slide])).T
+    mean_u, mean_v, turn, spread = flow_moments(torch.stack([spin, grow, slide])).T
     assert turn[0] * sign > 0.05 and abs(spread[0]) < 1e-3 * abs(turn[0])
     assert spread[1] * sign > 0.05 and abs(turn[1]) < 1e-3 * abs(spread[1])
     assert abs(turn[2]) < 1e-4 and abs(spread[2]) < 1e-4  # a slide off the centre: neither
+    # ... but its mean: the disk's share of the frame, moving right (sign 1) at 1 px/frame
+    assert mean_u[2].item() == pytest.approx(sign * disk.mean().item(), rel=1e-5)
+    assert abs(mean_v[2]) < 1e-6 and abs(mean_u[0]) < 1e-3 and abs(mean_v[0]) < 1e-3

@@ -62,6 +62,20 @@ def test_train_writes_a_complete_run(tiny_run):
     assert ckpt["epoch"] == 1 and "state_dict" in ckpt
 
 
+def test_denormals_are_flushed_only_while_fitting():
+    from sora.tasks.train import FlushDenormals
+
+    tiny = torch.tensor([1e-39])  # a denormal float32
+    assert (tiny * 1.5).item() != 0
+    callback = FlushDenormals()
+    callback.on_fit_start(None, None)
+    try:
+        assert (tiny * 1.5).item() == 0
+    finally:
+        callback.on_fit_end(None, None)
+    assert (tiny * 1.5).item() != 0
+
+
 def test_same_seed_same_curve(tiny_data, tiny_run, tmp_path):
     run_sora(
         "train",
@@ -231,11 +245,15 @@ def test_manifest_label_not_in_checkpoint(tiny_run, tiny_data, tmp_path):
     one_line_error(proc, "m.csv: line 2: label 'juggling' is not one of the model's classes")
 
 
-def test_checkpoint_from_other_config(tiny_run, tmp_path):
+@pytest.mark.parametrize(
+    "old, new", [("hidden: 16", "hidden: 24"), ("input_flow: true", "input_flow: false")]
+)
+def test_checkpoint_from_other_config(tiny_run, tmp_path, old, new):
     other = tmp_path / "other"
     shutil.copytree(tiny_run / "model", other / "model")
-    cfg = (other / "model" / "config.yaml").read_text().replace("hidden: 16", "hidden: 24")
-    (other / "model" / "config.yaml").write_text(cfg)
+    cfg = (other / "model" / "config.yaml").read_text()
+    assert old in cfg
+    (other / "model" / "config.yaml").write_text(cfg.replace(old, new))
     proc = run_sora("predict", other, __file__)
     one_line_error(proc, "weights come from a different model configuration")
     with pytest.raises(CheckpointError):

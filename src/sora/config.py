@@ -85,7 +85,7 @@ class ModelConfig:
     fusion: str = "concat"
     fusion_dim: int = 128
     input_diff: bool = True
-    input_flow: bool = False
+    input_flow: bool = True
     flow: str = "match"
     temporal_diff: bool = True
     rnn: str = "gru"

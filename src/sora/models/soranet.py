@@ -10,12 +10,13 @@ Shapes (B batch, T frames, S scales, K classes)::
     backbone  per frame -> {s: (B*T, C_s, H/s, W/s)} for s in strides
     ScalePool per scale: 1x1 conv to D_s, adaptive average pool to a g x g grid,
               flatten -> (B*T, D_s*g*g)       # keeps coarse position, which motion needs
-              input_flow: + the flow pooled to the grid and its turn and spread
-              (flow_moments), BatchNorm -> (B*T, 2*g*g + 2)
+              input_flow: + the flow pooled to the grid, BatchNorm -> (B*T, 2*g*g)
     fusion    concat: Linear(sum of part dims -> F) | sum: sum_p Linear_p(part p -> F);
               then LayerNorm + ReLU -> (B, T, F)
-    diff      temporal_diff: append f_t - f_{t-1} (0 at t=0) -> (B, T, 2F); causal
-    temporal  GRU/LSTM(2F -> Hd) over T -> (B, T, Hd)  (or Hd*2 bidirectional)
+    motion    input_flow: append the flow's mean, turn and spread (flow_moments), BatchNorm,
+              past the fusion so the RNN reads them as they are -> (B, T, F' = F + 4)
+    diff      temporal_diff: append f_t - f_{t-1} (0 at t=0) -> (B, T, 2F'); causal
+    temporal  GRU/LSTM(2F' -> Hd) over T -> (B, T, Hd)  (or Hd*2 bidirectional)
               rnn="none": running mean over time (order-blind baseline)
     head      clip: Linear on the last state -> (B, K)
               step: Linear at every step -> (B, T, K)
@@ -56,26 +57,61 @@ def normal_flow(prev: torch.Tensor, cur: torch.Tensor, eps: float = 0.02) -> tor
     return torch.cat([scale * gx, scale * gy], dim=1).clamp(-4, 4)
 
 
-def correlation(cur: torch.Tensor, prev: torch.Tensor, radius: int) -> torch.Tensor:
-    """Local correlation of two feature maps ``(N, C, h, w)`` -> ``(N, (2r+1)^2, h, w)``.
+def _box(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Sum over every ``size x size`` window (odd ``size``), zero outside: ``(..., h, w)`` ->
+    ``(..., h, w)``. Two passes of shifted adds: faster than ``avg_pool2d`` on a CPU."""
+    r = size // 2
+    h, w = x.shape[-2:]
+    x = nn.functional.pad(x, (r, r, r, r))
+    x = sum(x[..., :, i : i + w] for i in range(size))
+    return sum(x[..., i : i + h, :] for i in range(size))
 
-    Channel ``(dy + r) * (2r + 1) + (dx + r)`` holds the cosine similarity of ``cur`` at
-    ``(y, x)`` and ``prev`` at ``(y + dy, x + dx)`` (0 outside ``prev``): how well each place
-    now matches each place around it one frame ago.
-    """
-    cur = nn.functional.normalize(cur, dim=1)
-    prev = nn.functional.normalize(prev, dim=1)
-    h, w = cur.shape[-2:]
-    padded = nn.functional.pad(prev, (radius, radius, radius, radius))
+
+def _shifts(x: torch.Tensor, radius: int, value: float = 0.0) -> torch.Tensor:
+    """``(N, C, h, w)`` -> ``(N, C * (2r+1)^2, h, w)``: channel block ``(dy + r) * (2r + 1) +
+    (dx + r)`` holds ``x`` at ``(y + dy, x + dx)`` (``value`` outside)."""
+    h, w = x.shape[-2:]
     size = 2 * radius + 1
-    return torch.stack(
-        [
-            (cur * padded[:, :, dy : dy + h, dx : dx + w]).sum(1)
-            for dy in range(size)
-            for dx in range(size)
-        ],
-        dim=1,
+    padded = nn.functional.pad(x, (radius,) * 4, value=value)
+    return torch.cat(
+        [padded[:, :, dy : dy + h, dx : dx + w] for dy in range(size) for dx in range(size)], 1
     )
+
+
+def patch_correlation(
+    cur: torch.Tensor, prev: torch.Tensor, radius: int, patch: int = 3, eps: float = 1e-12
+) -> torch.Tensor:
+    """Local correlation of two images ``(N, C, h, w)`` -> ``(N, (2r+1)^2, h, w)``.
+
+    Every pixel's descriptor is its ``patch x patch`` neighbourhood over all channels (zero
+    outside the image) minus the descriptor's mean, so a change of brightness is no match for
+    a change of place. Channel ``(dy + r) * (2r + 1) + (dx + r)`` holds the cosine similarity
+    of ``cur``'s descriptor at ``(y, x)`` and ``prev``'s at ``(y + dy, x + dx)`` (0 where that
+    is outside ``prev``): how well each place now matches each place around it one frame ago.
+
+    Computed from window sums of per-pixel products (3 channels per shift instead of
+    ``C * patch^2``), 2-3x faster than comparing explicit descriptors.
+    """
+    n, c, h, w = cur.shape
+    k = c * patch * patch  # descriptor length
+
+    def mean_and_norm(x):
+        total = _box(x.sum(1, keepdim=True), patch)
+        squares = _box((x * x).sum(1, keepdim=True), patch)
+        var = squares - total * total / k
+        # a flat patch is a zero descriptor (cosine 0); below ~1e-5 of the sum of squares the
+        # difference is float32 rounding, not texture
+        flat = var <= 1e-5 * squares + eps
+        return total / k, torch.where(flat, torch.inf, var.clamp_min(0).sqrt())
+
+    mean_a, norm_a = mean_and_norm(cur)
+    mean_b, norm_b = mean_and_norm(prev)
+    inside = torch.ones(1, 1, h, w, dtype=cur.dtype, device=cur.device)
+    size = 2 * radius + 1
+    shifted = _shifts(prev, radius).view(n, size * size, c, h, w)
+    dots = _box((shifted * cur.unsqueeze(1)).sum(2), patch)  # (N, D, h, w)
+    cov = dots - k * mean_a * _shifts(mean_b, radius)
+    return cov / (norm_a * _shifts(norm_b, radius, value=1.0)) * _shifts(inside, radius)
 
 
 def block_flow(
@@ -90,14 +126,16 @@ def block_flow(
 
     Both frames are average-pooled by ``stride``; every cell's ``patch x patch`` neighbourhood
     (minus its mean) is compared, by cosine similarity, with the previous frame's at each
-    shift of up to ``radius`` cells (:func:`correlation`); a soft-argmax over the shifts gives
-    the velocity ``(u, v)`` in pixels per frame (+x right, +y down), upsampled back to
+    shift of up to ``radius`` cells (:func:`patch_correlation`); a soft-argmax over the shifts
+    gives the velocity ``(u, v)`` in pixels per frame (+x right, +y down), upsampled back to
     ``H x W``. Unlike :func:`normal_flow` it measures shifts of several pixels (up to
     ``radius * stride``) and both components, not only the one along the image gradient.
     """
-    a = patch_descriptors(cur, stride, patch)
-    b = patch_descriptors(prev, stride, patch)
-    corr = correlation(a, b, radius)  # (N, D, h, w): cur at (y, x) vs prev at (y+dy, x+dx)
+    if stride > 1:
+        cur_cells, prev_cells = (nn.functional.avg_pool2d(x, stride) for x in (cur, prev))
+    else:
+        cur_cells, prev_cells = cur, prev
+    corr = patch_correlation(cur_cells, prev_cells, radius, patch)  # (N, D, h, w)
     p = torch.softmax(corr * temperature, dim=1)
     size = 2 * radius + 1
     offsets = torch.arange(size, dtype=cur.dtype, device=cur.device) - radius
@@ -108,26 +146,17 @@ def block_flow(
     return nn.functional.interpolate(flow, size=cur.shape[-2:], mode="nearest")
 
 
-def patch_descriptors(rgb: torch.Tensor, stride: int, size: int = 3) -> torch.Tensor:
-    """``(N, 3, H, W)`` -> ``(N, 3 * size^2, H/stride, W/stride)``: the ``size x size``
-    neighbourhood of every cell of the ``stride``-pooled frame, minus its mean (so a change
-    of brightness is no match for a change of place)."""
-    x = nn.functional.avg_pool2d(rgb, stride) if stride > 1 else rgb
-    h, w = x.shape[-2:]
-    patches = nn.functional.unfold(x, size, padding=size // 2).view(x.shape[0], -1, h, w)
-    return patches - patches.mean(1, keepdim=True)
-
-
 def flow_moments(flow: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    """``(N, 2, H, W)`` flow ``(u, v)`` -> ``(N, 2)``: its turn and spread about its own
-    centre.
+    """``(N, 2, H, W)`` flow ``(u, v)`` -> ``(N, 4)``: its mean ``(u, v)``, and its turn and
+    spread about its own centre.
 
-    With speed weights ``s = |(u, v)|`` and ``c`` the speed-weighted centre of the moving
-    pixels, ``turn = sum s (p - c) x (u, v) / sum s`` (positive for a clockwise spin on
-    screen, +y down) and ``spread = sum s (p - c) . (u, v) / sum s`` (positive for a growing
-    or approaching object), with positions ``p`` in units of the half-width. A translation
-    gives 0 for both wherever it happens, so a spin or a zoom is told apart from a slide of
-    an object off the frame centre.
+    The mean is the frame's overall translation. With speed weights ``s = |(u, v)|`` and ``c``
+    the speed-weighted centre of the moving pixels, ``turn = sum s (p - c) x (u, v) / sum s``
+    (positive for a clockwise spin on screen, +y down) and
+    ``spread = sum s (p - c) . (u, v) / sum s`` (positive for a growing or approaching
+    object), with positions ``p`` in units of the half-width. A translation gives 0 for both
+    wherever it happens, so a spin or a zoom is told apart from a slide of an object off the
+    frame centre.
     """
     h, w = flow.shape[-2:]
     half = w / 2
@@ -142,7 +171,7 @@ def flow_moments(flow: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     dx, dy = x - cx.view(-1, 1, 1), y - cy.view(-1, 1, 1)
     turn = (speed * (dx * v - dy * u)).sum((1, 2)) / total
     spread = (speed * (dx * u + dy * v)).sum((1, 2)) / total
-    return torch.stack([turn, spread], dim=1)
+    return torch.stack([u.mean((1, 2)), v.mean((1, 2)), turn, spread], dim=1)
 
 
 class ScalePool(nn.Module):
@@ -209,13 +238,17 @@ class SoraNet(nn.Module):
         )
         dims = [cfg.scale_dim * cfg.grid * cfg.grid] * len(self.strides)
         self.flow_pool = None
-        if cfg.input_flow:  # the flow pooled to the grid, and its turn and spread
-            self.flow_pool = nn.Sequential(nn.AdaptiveAvgPool2d(cfg.grid), nn.Flatten())
-            self.flow_norm = nn.BatchNorm1d(2 * cfg.grid**2 + 2)
-            dims.append(2 * cfg.grid * cfg.grid + 2)
+        if cfg.input_flow:  # the flow pooled to the grid, as one more part
+            self.flow_pool = nn.Sequential(
+                nn.AdaptiveAvgPool2d(cfg.grid), nn.Flatten(), nn.BatchNorm1d(2 * cfg.grid**2)
+            )
+            self.motion_norm = nn.BatchNorm1d(4)
+            dims.append(2 * cfg.grid * cfg.grid)
         self.fusion = ScaleFusion(dims, cfg.fusion_dim, cfg.fusion)
         self.dropout = nn.Dropout(cfg.dropout)
-        in_dim = cfg.fusion_dim * (2 if cfg.temporal_diff else 1)
+        # input_flow: the flow's mean, turn and spread skip the fusion, straight to the RNN
+        self.frame_dim = cfg.fusion_dim + 4 * cfg.input_flow
+        in_dim = self.frame_dim * (2 if cfg.temporal_diff else 1)
         if cfg.rnn == "none":
             self.rnn = None
             out_dim = in_dim
@@ -231,6 +264,8 @@ class SoraNet(nn.Module):
             out_dim = cfg.hidden * (2 if cfg.bidirectional else 1)
         self.head = nn.Linear(out_dim, cfg.num_classes)
         self.min_size = max(self.strides)
+        # NHWC convolutions: ~20% faster training steps on a CPU (and the layout AMP wants)
+        self.to(memory_format=torch.channels_last)
 
     # -- shapes --------------------------------------------------------------------------
     @property
@@ -264,14 +299,17 @@ class SoraNet(nn.Module):
 
     # -- building blocks -----------------------------------------------------------------
     def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(N, in_channels, H, W)`` -> fused per-frame descriptors ``(N, fusion_dim)``."""
+        """``(N, in_channels, H, W)`` -> per-frame descriptors ``(N, frame_dim)``: the fused
+        scales (``fusion_dim``), then, with ``input_flow``, the flow's :func:`flow_moments`."""
         maps = self.backbone(frames)
         parts = [pool(maps[s]) for pool, s in zip(self.pools, self.strides, strict=True)]
         if self.flow_pool is not None:
             flow = frames[:, -2:]  # the flow is the last 2 input channels
-            pooled = torch.cat([self.flow_pool(flow), flow_moments(flow)], dim=1)
-            parts.append(self.flow_norm(pooled))
-        return self.dropout(self.fusion(parts))
+            parts.append(self.flow_pool(flow))
+        out = self.dropout(self.fusion(parts))
+        if self.flow_pool is not None:
+            out = torch.cat([out, self.motion_norm(flow_moments(flow))], dim=1)
+        return out
 
     def scale_shapes(self, height: int, width: int) -> dict[int, tuple[int, ...]]:
         """Feature-map shape ``(C, h, w)`` at each stride for one ``height x width`` frame."""
@@ -335,7 +373,7 @@ class SoraNet(nn.Module):
         if self.in_channels > 3:  # filled by the first step (needs the frame size)
             state["frame"] = torch.zeros(0, device=device, dtype=dtype)
         if self.cfg.temporal_diff:  # previous frame's features, and whether there was one
-            state["prev"] = torch.zeros(batch, self.cfg.fusion_dim, device=device, dtype=dtype)
+            state["prev"] = torch.zeros(batch, self.frame_dim, device=device, dtype=dtype)
             state["seen"] = torch.zeros(batch, 1, device=device, dtype=dtype)
         if self.rnn is None:
             dim = self.head.in_features
