@@ -172,23 +172,14 @@ PEERS = [
 ]
 
 ABLATIONS = [
-    soranet_spec("multi-scale + GRU (default)", "strides 4/8/16/32, concat fusion"),
+    soranet_spec("multi-scale + GRU + flow (default)", "strides 4/8/16/32, concat fusion"),
+    soranet_spec("without flow", "input_flow=false (RGB + difference in)", input_flow=False),
+    soranet_spec("normal flow instead of block matching", "flow=normal", flow="normal"),
     soranet_spec("single scale (stride 32) + GRU", "strides 32 only", strides=[32]),
     soranet_spec("single scale (stride 8) + GRU", "strides 8 only", strides=[8]),
     soranet_spec("multi-scale + mean (no RNN)", "rnn=none", rnn="none"),
     soranet_spec("multi-scale + LSTM", "rnn=lstm", rnn="lstm"),
     soranet_spec("multi-scale + GRU, sum fusion", "fusion=sum", fusion="sum"),
-    soranet_spec(
-        "multi-scale + GRU + normal flow in",
-        "input_flow=true, flow=normal",
-        input_flow=True,
-        flow="normal",
-    ),
-    soranet_spec(
-        "multi-scale + GRU + block-matching flow",
-        "input_flow=true, flow=match: 2 input channels + pooled flow, turn, spread",
-        input_flow=True,
-    ),
 ]
 
 

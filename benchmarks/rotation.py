@@ -26,7 +26,7 @@ from sora.tasks.train import read_metrics_csv, train
 
 PAIR = ["rotate_cw", "rotate_ccw"]
 VARIANTS = {
-    "frame + difference": [],
+    "frame + difference": ["model.input_flow=false"],
     "+ normal flow": ["model.input_flow=true", "model.flow=normal"],
     "+ block-matching flow": ["model.input_flow=true", "model.flow=match"],
 }
@@ -92,7 +92,8 @@ def main() -> int:
             f"`python benchmarks/rotation.py --epochs {args.epochs}`: rotate_cw vs rotate_ccw "
             "(80/10/20 videos per class), demo recipe and augmentation, "
             f"{args.epochs} epochs each. With the flow on, the model also fuses the grid-pooled "
-            "flow and its turn and spread (`flow_moments`).\n\n" + table,
+            "flow and passes the flow's mean, turn and spread straight to the RNN "
+            "(`flow_moments`).\n\n" + table,
         )
     return 0
 
