@@ -64,8 +64,9 @@ class ModelConfig:
     input_diff: give the CNN each frame together with its difference to the previous frame
         (6 input channels; a torchvision backbone's first conv is widened, pretrained RGB
         weights kept), so motion direction is visible inside the CNN.
-    input_flow: also give it the motion of each frame pair as 2 channels ``(u, v)`` (pixels
-        per frame / 4), and the same field average-pooled to the grid as one more fused part.
+    input_flow: also give the model the motion of each frame pair (on by default): as 2 input
+        channels ``(u, v)`` (pixels per frame / 4), average-pooled to the grid as one more
+        fused part, and as its mean, turn and spread (``flow_moments``) straight to the RNN.
     flow: how that motion is measured: ``match`` (block matching of 3x3 patches at stride 4,
         shifts up to 8 pixels, :func:`sora.models.soranet.block_flow`) or ``normal``
         (brightness-constancy flow along the image gradient, :func:`~sora.models.soranet.normal_flow`).
