@@ -40,6 +40,7 @@ def make_inputs(root: Path, minutes: float) -> tuple[Path, Path]:
     """A cached long video and a randomly initialised saved model (default config)."""
     import torch
 
+    from sora.config import load_config
     from sora.data import synth
     from sora.demo import demo_config
     from sora.io import read_video, write_video
@@ -58,10 +59,10 @@ def make_inputs(root: Path, minutes: float) -> tuple[Path, Path]:
         frames, _ = read_video(tmp, end=minutes * 60)  # trim to the exact length
         write_video(video, frames.permute(0, 2, 3, 1).numpy(), 20.0)
         tmp.unlink()
-    model_dir = root / "model"
-    if not (model_dir / "model.safetensors").exists():
+    model_dir, config = root / "model", demo_config()
+    saved = model_dir / "config.yaml"
+    if not saved.exists() or load_config(saved).model != config.model:  # none, or stale
         torch.manual_seed(0)
-        config = demo_config()
         save_model(SoraNet(config.model), config, list(synth.CLASSES), model_dir)
     return video, model_dir
 
