@@ -154,7 +154,7 @@ def tv_video(name: str) -> Spec:
 
 
 PEERS = [
-    soranet_spec("SoraNet", "multi-scale (4/8/16/32) light CNN + GRU, the default"),
+    soranet_spec("SoraNet", "multi-scale (4/8/16/32) light CNN + flow + GRU, the default"),
     soranet_spec(
         "CNN+GRU, single scale",
         "same light CNN, stride 32 only, global pool, RGB in, GRU (LRCN-style)",
