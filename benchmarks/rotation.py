@@ -1,8 +1,8 @@
 """Rotation direction on its own: rotate_cw vs rotate_ccw from MotionShapes, without and with
 the flow input (``model.input_flow``, normal or block-matching flow), everything else as the
-demo (mirror and time-reversal augmentation with label swap). Trains with ``sora.tasks.train.train`` and
-tests with ``sora.evaluation.evaluate.evaluate``; writes the table into
-benchmarks/RESULTS.md.
+demo (mirror and time-reversal augmentation with label swap). Trains with
+``sora.tasks.train.train`` and tests with ``sora.evaluation.evaluate.evaluate``; writes the
+table into benchmarks/RESULTS.md.
 
     python benchmarks/rotation.py [--epochs 40]
 """

@@ -62,18 +62,21 @@ def test_train_writes_a_complete_run(tiny_run):
     assert ckpt["epoch"] == 1 and "state_dict" in ckpt
 
 
-def test_denormals_are_flushed_only_while_fitting():
+@pytest.mark.parametrize("before", [False, True])
+def test_denormals_are_flushed_while_fitting_then_as_before(before):
     from sora.tasks.train import FlushDenormals
 
     tiny = torch.tensor([1e-39])  # a denormal float32
-    assert (tiny * 1.5).item() != 0
-    callback = FlushDenormals()
-    callback.on_fit_start(None, None)
+    torch.set_flush_denormal(before)
     try:
+        assert ((tiny * 1.5).item() == 0) is before
+        callback = FlushDenormals()
+        callback.on_fit_start(None, None)
         assert (tiny * 1.5).item() == 0
-    finally:
         callback.on_fit_end(None, None)
-    assert (tiny * 1.5).item() != 0
+        assert ((tiny * 1.5).item() == 0) is before  # put back, not just switched off
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def test_same_seed_same_curve(tiny_data, tiny_run, tmp_path):

@@ -69,7 +69,8 @@ class ModelConfig:
         fused part, and as its mean, turn and spread (``flow_moments``) straight to the RNN.
     flow: how that motion is measured: ``match`` (block matching of 3x3 patches at stride 4,
         shifts up to 8 pixels, :func:`sora.models.soranet.block_flow`) or ``normal``
-        (brightness-constancy flow along the image gradient, :func:`~sora.models.soranet.normal_flow`).
+        (brightness-constancy flow along the image gradient,
+        :func:`~sora.models.soranet.normal_flow`).
     temporal_diff: also feed the RNN the change of the frame descriptor since the last frame.
     rnn: ``gru``, ``lstm`` or ``none`` (mean over time; with ``temporal_diff: false`` this is
         the order-blind frame-averaging baseline).
