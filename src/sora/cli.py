@@ -17,18 +17,43 @@ from pathlib import Path
 from sora.errors import SoraError
 
 
-def _config(args) -> object:
-    from sora.config import Config, apply_overrides, load_config
+def _config(args, task: str | None = None) -> object:
+    """The config file (or the task's defaults), then ``--epochs`` and ``--set``."""
+    from sora.config import apply_overrides, default_config, load_config
 
-    config = load_config(args.config) if getattr(args, "config", None) else Config()
     overrides = list(getattr(args, "set", None) or [])
+    if getattr(args, "config", None):
+        config = load_config(args.config)
+    else:
+        asked = [
+            o.split("=", 1)[1].strip() for o in overrides if o.split("=", 1)[0].strip() == "task"
+        ]
+        config = default_config(asked[-1] if asked else task or "classify")
     if getattr(args, "epochs", None) is not None:
         overrides.append(f"train.epochs={args.epochs}")
     return apply_overrides(config, overrides) if overrides else config
 
 
 def cmd_synth(args) -> int:
+    if args.task == "detect":
+        from sora.data.synth_det import generate as generate_det
+
+        out = generate_det(
+            args.out,
+            train=args.train if args.train is not None else 24,
+            val=args.val if args.val is not None else 4,
+            test=args.test if args.test is not None else 8,
+            frames=args.frames,
+            seed=args.seed,
+            workers=args.workers,
+        )
+        print(f"MotionShapes-Det written to {out} (MOTChallenge layout)")
+        return 0
     from sora.data.synth import generate
+
+    args.train = 80 if args.train is None else args.train
+    args.val = 10 if args.val is None else args.val
+    args.test = 20 if args.test is None else args.test
 
     out = generate(
         args.out,
@@ -43,10 +68,14 @@ def cmd_synth(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from sora.data.inspect import format_report, inspect_dataset
+    from sora.data.inspect import format_mot_report, format_report, inspect_dataset, inspect_mot
+    from sora.data.mot import is_mot_root
 
-    report = inspect_dataset(args.root)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    if is_mot_root(args.root):
+        report, text = inspect_mot(args.root), format_mot_report
+    else:
+        report, text = inspect_dataset(args.root), format_report
+    print(json.dumps(report, indent=2) if args.json else text(report))
     return 0
 
 
@@ -88,19 +117,24 @@ def cmd_summary(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from sora.data.mot import is_mot_root
     from sora.tasks.train import require_data, train
 
     if args.resume and not args.config and (Path(args.out) / "config.yaml").is_file():
         args.config = str(Path(args.out) / "config.yaml")
-    config = _config(args)
     require_data(args.data)
+    config = _config(args, task="detect" if is_mot_root(args.data) else "classify")
     summary = train(config, args.data, args.out, resume=args.resume, progress=not args.quiet)
     if summary:
-        acc = summary["best_val_acc"]
+        key = summary["monitor"]
+        name = {"val_acc": "val accuracy", "val_map50": "val mAP50"}[key]
+        best = summary[f"best_{key}"]
         print(
             f"trained {summary['epochs_run']} epochs in {summary['train_seconds']:.0f} s; "
-            f"best val accuracy {acc:.3f} (epoch {summary['best_epoch']}); run in {args.out}"
+            f"best {name} {best:.3f} (epoch {summary['best_epoch']}); run in {args.out}"
         )
+        for warning in summary.get("warnings", []):
+            print(f"  warning: {warning}")
         if summary["skipped"]:
             print(f"skipped {len(summary['skipped'])} unreadable videos:")
             for path, reason in summary["skipped"]:
@@ -108,8 +142,29 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _run_task(run) -> str:
+    from sora.config import load_config
+    from sora.models.store import CONFIG, resolve_model_dir
+
+    return load_config(resolve_model_dir(run) / CONFIG).task
+
+
 def cmd_eval(args) -> int:
     from sora.evaluation.evaluate import evaluate
+
+    if _run_task(args.run) == "detect":
+        from sora.evaluation.detection import evaluate_detection
+
+        m = evaluate_detection(args.run, args.data, split=args.split)
+        vis = m["visibility"]
+        print(
+            f"{m['split']}: {m['num_sequences']} sequences, {m['num_frames']} frames, "
+            f"mAP50 {m['map_50']:.3f}, mAP@[.5:.95] {m['map']:.3f}, mAP75 {m['map_75']:.3f}; "
+            f"mAP50 visible {vis['visible']['map_50']:.3f}, occluded "
+            f"{vis['occluded']['map_50']:.3f}; {m['frames_per_second']:.0f} frames/s streamed"
+        )
+        print(f"wrote {Path(args.run) / 'eval' / 'metrics.json'}")
+        return 0
 
     m = evaluate(args.run, args.data, split=args.split, views=args.views)
     print(
@@ -130,9 +185,99 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_predict_detect(args) -> int:
+    from sora.data.mot import mot_row
+    from sora.inference.detector import Detector
+
+    fmt = args.format or "mot"
+    if len(args.videos) > 1 and (fmt == "mot" or args.save_video):
+        raise ValueError("--format mot and --save-video take one source; use --format jsonl")
+    detector = Detector(args.run)
+    writer = annotator = None
+    if args.save_video:
+        from sora.inference.draw import Annotator
+        from sora.io.video import VideoWriter
+
+        annotator = Annotator(detector.classes)
+    out = csv.writer(sys.stdout) if fmt == "csv" else None
+    if out is not None:
+        out.writerow(["source", "frame", "time", "x0", "y0", "x1", "y1", "score", "label"])
+    try:
+        for source in args.videos:
+            for fd in detector.detect_video(
+                source, score_thresh=args.conf, keep_images=annotator is not None
+            ):
+                rows = list(
+                    zip(fd.boxes.tolist(), fd.scores.tolist(), fd.labels.tolist(), strict=True)
+                )
+                frame = fd.index + 1
+                if fmt == "mot":
+                    for b, sc, c in rows:
+                        print(mot_row(frame, b, sc, c))
+                elif fmt == "csv":
+                    for b, sc, c in rows:
+                        out.writerow(
+                            [
+                                source,
+                                frame,
+                                f"{fd.time:.3f}",
+                                *(f"{v:.1f}" for v in b),
+                                f"{sc:.4f}",
+                                detector.classes[c],
+                            ]
+                        )
+                else:
+                    dets = [
+                        {
+                            "box": [round(v, 1) for v in b],
+                            "score": round(sc, 4),
+                            "label": detector.classes[c],
+                            "class_id": c + 1,
+                        }
+                        for b, sc, c in rows
+                    ]
+                    print(
+                        json.dumps(
+                            {
+                                "source": str(source),
+                                "frame": frame,
+                                "time": round(fd.time, 3),
+                                "detections": dets,
+                            }
+                        ),
+                        flush=True,
+                    )
+                if annotator is not None:
+                    if writer is None:
+                        fps = detector.config.detect.fps or _source_fps(source)
+                        writer = VideoWriter(args.save_video, fps, overwrite=True)
+                    writer.write(annotator.draw(fd.image, fd.boxes, fd.scores, fd.labels))
+        if writer is not None:
+            print(f"wrote {writer.close()}", file=sys.stderr)
+            writer = None
+    finally:
+        if writer is not None:
+            writer.abort()
+    return 0
+
+
+def _source_fps(source) -> float:
+    from sora.io.video import probe
+
+    try:
+        return probe(source).fps or 25.0
+    except SoraError:
+        return 25.0
+
+
 def cmd_predict(args) -> int:
     from sora.inference.predictor import Predictor, merge_segments
 
+    if _run_task(args.run) == "detect":
+        return cmd_predict_detect(args)
+    if args.format == "mot" or args.save_video:
+        raise ValueError("--format mot and --save-video are for detection runs")
+    args.format = args.format or "json"
     predictor = Predictor(args.run)
     results = []
     for video in args.videos:
@@ -199,6 +344,14 @@ def cmd_predict(args) -> int:
 def cmd_demo(args) -> int:
     from sora.demo import format_summary, run_demo
 
+    if args.task == "detect":
+        from sora.demo_detect import format_detect_summary, run_detect_demo
+
+        result = run_detect_demo(
+            args.out, data=args.data, overrides=args.set, progress=not args.quiet
+        )
+        print(format_detect_summary(result))
+        return 0
     result = run_demo(args.out, data=args.data, overrides=args.set, progress=not args.quiet)
     print(format_summary(result))
     return 0
@@ -211,13 +364,27 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets: synthesize, inspect").add_subparsers(
         dest="data_command", required=True
     )
-    s = data.add_parser("synth", help="write the MotionShapes dataset")
-    s.add_argument("--out", required=True)
-    s.add_argument("--train", type=int, default=80, help="videos per class (default 80)")
-    s.add_argument("--val", type=int, default=10)
-    s.add_argument("--test", type=int, default=20)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--workers", type=int, default=None)
+    s = data.add_parser("synth", help="write MotionShapes (classify) or MotionShapes-Det (detect)")
+    s.add_argument("--out", required=True, help="output folder (reused as a cache)")
+    s.add_argument(
+        "--task",
+        choices=["classify", "detect"],
+        default="classify",
+        help="classify: MotionShapes, folder per class; detect: MotionShapes-Det, MOT layout "
+        "(default classify)",
+    )
+    s.add_argument(
+        "--train", type=int, help="videos per class (default 80) / detect: sequences (default 24)"
+    )
+    s.add_argument("--val", type=int, help="as --train for val (default 10 / 4)")
+    s.add_argument("--test", type=int, help="as --train for test (default 20 / 8)")
+    s.add_argument(
+        "--frames", type=int, default=90, help="detect: frames per sequence (default 90)"
+    )
+    s.add_argument(
+        "--seed", type=int, default=0, help="the same seed gives the same files (default 0)"
+    )
+    s.add_argument("--workers", type=int, default=None, help="processes (default: up to 4)")
     s.set_defaults(func=cmd_synth)
     s = data.add_parser("inspect", help="classes, counts, durations, fps, sizes, unreadable files")
     s.add_argument("root")
@@ -255,17 +422,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("predict", help="labels for videos, timelines for long ones")
-    s.add_argument("run")
+    s.add_argument("run", help="run folder (or saved-model folder)")
     s.add_argument("videos", nargs="+", help="files, image folders, webcam index or rtsp URL")
+    s.add_argument(
+        "--conf",
+        type=float,
+        default=0.3,
+        help="detection runs: lowest score written and drawn (default 0.3)",
+    )
+    s.add_argument(
+        "--save-video",
+        metavar="OUT.mp4",
+        help="detection runs: write an annotated H.264 video (boxes, class, score)",
+    )
     s.add_argument("--window", type=float, help="seconds (default: the trained clip length)")
     s.add_argument("--stride", type=float, help="seconds (default: half a window)")
-    s.add_argument("--format", choices=["json", "csv", "jsonl"], default="json")
+    s.add_argument(
+        "--format",
+        choices=["json", "csv", "jsonl", "mot"],
+        help="output: classify json (default), csv, jsonl; detect mot (default: MOTChallenge "
+        "rows frame,-1,x,y,w,h,score,class,-1,-1), jsonl (one line per frame), csv",
+    )
     s.add_argument("--stream", action="store_true", help="frame by frame with the RNN state")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("demo", help="MotionShapes -> train -> eval -> report -> predict")
+    s.add_argument(
+        "--task",
+        choices=["classify", "detect"],
+        default="classify",
+        help="classify (default) or detect: MotionShapes-Det -> SoraDet -> annotated video",
+    )
     s.add_argument("--out", default="runs/demo")
-    s.add_argument("--data", help="MotionShapes folder (default: OUT/../motionshapes)")
+    s.add_argument(
+        "--data", help="dataset folder (default: OUT/../motionshapes or OUT/../motionshapes-det)"
+    )
     s.add_argument("--set", action="append", metavar="KEY=VALUE")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_demo)

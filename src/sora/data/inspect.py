@@ -67,3 +67,86 @@ def format_report(report: dict) -> str:
     if report["ignored"]:
         lines.append(f"ignored (not a video file or frame folder): {len(report['ignored'])}")
     return "\n".join(lines)
+
+
+#: Box-size bins of ``sqrt(w * h)`` in pixels, for the histogram.
+SIZE_BINS = (0, 8, 16, 32, 64, 128, float("inf"))
+
+
+def inspect_mot(root: str | Path) -> dict:
+    """A MOTChallenge-layout dataset: per split its sequences (frames, size, rate, missing
+    frames, boxes), boxes per class, a box-size histogram, and every warning or error with
+    its file and line. A sequence that cannot be read is listed under ``errors``."""
+    import numpy as np
+
+    from sora.data.mot import SPLITS as MOT_SPLITS
+    from sora.data.mot import dataset_labels, read_sequence
+
+    root = Path(root)
+    labels = dataset_labels(root)
+    report: dict = {"root": str(root), "layout": "mot", "classes": labels, "splits": {}}
+    report["errors"], report["warnings"] = [], []
+    for split in (s for s in MOT_SPLITS if (root / s).is_dir()):
+        seqs, per_class, sizes = {}, {}, []
+        for folder in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+            try:
+                seq = read_sequence(folder, labels)
+            except (DatasetError, VideoReadError) as err:
+                report["errors"].append(str(err))
+                continue
+            report["warnings"] += seq.warnings
+            a = seq.ann
+            seqs[seq.name] = {
+                "frames": seq.num_frames,
+                "missing_frames": int((~seq.present).sum()),
+                "size": f"{seq.width}x{seq.height}",
+                "fps": round(seq.fps, 3),
+                "source": seq.source.name,
+                "boxes": int(len(a.frame)),
+                "ignored_boxes": int(a.ignore.sum()),
+                "tracks": int(len(set(a.track.tolist()))),
+            }
+            for k in a.label.tolist():
+                name = labels[k] if labels and k < len(labels) else str(k + 1)
+                per_class[name] = per_class.get(name, 0) + 1
+            wh = a.boxes[:, 2:] - a.boxes[:, :2]
+            sizes += np.sqrt(wh[:, 0] * wh[:, 1]).tolist()
+        hist = np.histogram(sizes, bins=SIZE_BINS)[0].tolist() if sizes else [0] * 6
+        report["splits"][split] = {
+            "sequences": seqs,
+            "boxes_per_class": dict(sorted(per_class.items())),
+            "box_size_histogram": {
+                f"{SIZE_BINS[i]:g}-{SIZE_BINS[i + 1]:g} px": n for i, n in enumerate(hist)
+            },
+        }
+    if not report["splits"]:
+        raise DatasetError("no train/, val/ or test/ folder", root)
+    return report
+
+
+def format_mot_report(report: dict) -> str:
+    """A plain-text summary of :func:`inspect_mot`'s report."""
+    lines = [f"MOT dataset {report['root']}  classes: {', '.join(report['classes'] or ['(ids)'])}"]
+    for split, s in report["splits"].items():
+        seqs = s["sequences"]
+        frames = sum(v["frames"] for v in seqs.values())
+        boxes = sum(v["boxes"] for v in seqs.values())
+        missing = sum(v["missing_frames"] for v in seqs.values())
+        lines.append(
+            f"{split:<6} {len(seqs)} sequences, {frames} frames ({missing} missing), {boxes} boxes"
+        )
+        lines.append(
+            "       boxes per class: "
+            + ", ".join(f"{k} {v}" for k, v in s["boxes_per_class"].items())
+        )
+        lines.append(
+            "       box size (sqrt area): "
+            + ", ".join(f"{k}: {v}" for k, v in s["box_size_histogram"].items())
+        )
+    lines.append(f"warnings: {len(report['warnings'])}")
+    lines += [f"  {w}" for w in report["warnings"][:50]]
+    if len(report["warnings"]) > 50:
+        lines.append(f"  ... {len(report['warnings']) - 50} more (--json lists all)")
+    lines.append(f"errors (sequences that cannot be read): {len(report['errors'])}")
+    lines += [f"  {e}" for e in report["errors"]]
+    return "\n".join(lines)

@@ -33,7 +33,7 @@ def curves(rows: list[dict], key: str, path: Path, title: str) -> Path:
     ax.set_xlabel("epoch")
     ax.set_ylabel(key)
     ax.set_title(title)
-    if key == "acc":
+    if key in ("acc", "map50"):
         ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -129,4 +129,73 @@ def timeline(segments: list[dict], truth: list[dict] | None, path: Path) -> Path
         frameon=False,
     )
     ax.set_title("Timeline")
+    return _save(fig, path)
+
+
+def pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
+    """Precision against recall at IoU 0.5, one line per class."""
+    fig, ax = plt.subplots(figsize=(5.2, 4))
+    for name, (recall, precision) in curves.items():
+        ax.plot(recall, precision, label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("Precision-recall at IoU 0.5 (test)")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def ap_per_class(per_class: dict, path: Path) -> Path:
+    """AP50 and AP@[.5:.95] per class, side by side."""
+    names = list(per_class)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.7 * len(names) + 2), 3.4))
+    for offset, key, label in ((-0.2, "ap50", "AP50"), (0.2, "ap", "AP@[.5:.95]")):
+        values = [max(0.0, per_class[n][key]) for n in names]
+        bars = ax.bar(x + offset, values, width=0.4, label=label)
+        for b, v in zip(bars, values, strict=True):
+            ax.text(b.get_x() + b.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", fontsize=7)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylim(0, 1.08)
+    ax.set_title("Average precision per class (test)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def detection_strip(rows: list[dict], path: Path) -> Path:
+    """One row per sequence: frames with true boxes (green, dashed; ``v`` = visibility) and
+    predicted boxes (orange, with class and score)."""
+    from matplotlib.patches import Rectangle
+
+    nrows = max(1, len(rows))
+    ncols = max((len(r["frames"]) for r in rows), default=1) or 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.3 * nrows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, row in enumerate(rows):
+        for c, frame in enumerate(row["frames"]):
+            ax = axes[r, c]
+            ax.imshow(frame["image"])
+            ax.set_title(f"{row['name']} {frame['title']}", fontsize=7)
+            for colour, style, key in (("#2ca02c", "--", "true"), ("#ff7f0e", "-", "pred")):
+                for (x0, y0, x1, y1), text in frame[key]:
+                    ax.add_patch(
+                        Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=colour, ls=style, lw=1)
+                    )
+                    ax.text(
+                        x0,
+                        y0 - 1 if key == "pred" else y1 + 1,
+                        text,
+                        color=colour,
+                        fontsize=5,
+                        va="bottom" if key == "pred" else "top",
+                    )
+    fig.suptitle(
+        "Hardest test sequences: true boxes green (dashed, v = visibility), predicted orange",
+        fontsize=9,
+    )
     return _save(fig, path)

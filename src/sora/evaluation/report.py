@@ -43,7 +43,10 @@ def write_report(run: str | Path, extra_sections: list[tuple[str, str]] | None =
     rows = read_metrics_csv(run / "metrics.csv") if (run / "metrics.csv").is_file() else []
     if rows:
         plots.curves(rows, "loss", plot_dir / "loss.png", "Loss")
-        plots.curves(rows, "acc", plot_dir / "accuracy.png", "Accuracy")
+        if any("val_map50" in r for r in rows):
+            plots.curves(rows, "map50", plot_dir / "accuracy.png", "Validation mAP50")
+        else:
+            plots.curves(rows, "acc", plot_dir / "accuracy.png", "Accuracy")
     ev_path = run / "eval" / "metrics.json"
     ev = json.loads(ev_path.read_text()) if ev_path.is_file() else None
     summary_path = run / "train_summary.json"
@@ -55,6 +58,14 @@ def write_report(run: str | Path, extra_sections: list[tuple[str, str]] | None =
         f"<style>{_CSS}</style></head><body>",
         f"<h1>Sora run report</h1><p class='sub'>{html.escape(str(run))}</p>",
     ]
+    if ev and ev.get("task") == "detect":
+        parts += _detection_sections(run, ev, summary, rows)
+        for title, body in extra_sections or []:
+            parts.append(f"<h2>{html.escape(title)}</h2>{body}")
+        parts.append(f"<h2>Config</h2><pre>{html.escape(config)}</pre></body></html>")
+        path = run / "report.html"
+        atomic_write_text(path, "\n".join(parts))
+        return path
     cards = []
     if ev:
         cards += [
@@ -134,3 +145,107 @@ def write_report(run: str | Path, extra_sections: list[tuple[str, str]] | None =
 def embed_png(path: Path, alt: str) -> str:
     """An ``<img>`` with the PNG inlined, for ``extra_sections``."""
     return _img(path, alt)
+
+
+def _cards(cards: list[tuple[str, str]]) -> str:
+    return (
+        "<div class='cards'>"
+        + "".join(
+            f"<div class='card'><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>"
+            for k, v in cards
+        )
+        + "</div>"
+    )
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
+
+    return (
+        "<table><tr>"
+        + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        + "</tr>"
+        + "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+        + "</table>"
+    )
+
+
+def _detection_sections(run: Path, ev: dict, summary: dict, rows: list[dict]) -> list[str]:
+    """Cards, curves, PR curves, AP per class, visibility and per-sequence tables, and the
+    hardest frames of a detection run."""
+    vis = ev["visibility"]
+    cards = [
+        ("test mAP50", f"{ev['map_50']:.3f}"),
+        ("test mAP@[.5:.95]", f"{ev['map']:.3f}"),
+        ("mAP50, visible boxes", f"{vis['visible']['map_50']:.3f}"),
+        ("mAP50, occluded boxes", f"{vis['occluded']['map_50']:.3f}"),
+        ("streamed frames/s", f"{ev['frames_per_second']:.0f}"),
+        ("test frames", str(ev["num_frames"])),
+    ]
+    if summary.get("best_val_map50") is not None:
+        cards.append(("best val mAP50", f"{summary['best_val_map50']:.3f}"))
+    cards.append(("train time", f"{summary.get('train_seconds', 0):.0f} s"))
+    e = run / "eval"
+    parts = [
+        _cards(cards),
+        "<h2>Training curves</h2><div class='grid'>"
+        + _img(run / "plots" / "loss.png", "loss curves")
+        + _img(run / "plots" / "accuracy.png", "validation mAP50")
+        + "</div>",
+        f"<h2>Evaluation ({html.escape(ev['split'])} split, {ev['num_sequences']} sequences, "
+        "each streamed whole)</h2><div class='grid'>"
+        + _img(e / "pr_curves.png", "precision-recall curves")
+        + _img(e / "ap_per_class.png", "AP per class")
+        + "</div>",
+        "<h3>COCO metrics</h3>"
+        + _table(
+            ["boxes", "mAP@[.5:.95]", "mAP50", "mAP75", "small", "medium", "large", "mAR@100"],
+            [
+                [
+                    name,
+                    *(
+                        m[k]
+                        for k in (
+                            "map",
+                            "map_50",
+                            "map_75",
+                            "map_small",
+                            "map_medium",
+                            "map_large",
+                            "mar_100",
+                        )
+                    ),
+                ]
+                for name, m in [("all", ev), *((f"{k} ({v['boxes']})", v) for k, v in vis.items())]
+            ],
+        )
+        + "<p>Visible: visibility &ge; 0.5; occluded: below (behind something, flickered out, "
+        "off the edge). In each, the other boxes are ignored regions. -1: no such boxes.</p>",
+        "<h3>Per class</h3>"
+        + _table(
+            ["class", "AP@[.5:.95]", "AP50", "recall@0.5"],
+            [[k, v["ap"], v["ap50"], v["recall50"]] for k, v in ev["per_class"].items()],
+        ),
+        "<h3>Per sequence</h3>"
+        + _table(
+            ["sequence", "mAP50", "frames", "boxes", "occluded boxes"],
+            [
+                [k, v["map_50"], v["frames"], v["boxes"], v["occluded_boxes"]]
+                for k, v in sorted(ev["per_sequence"].items(), key=lambda kv: kv[1]["map_50"])
+            ],
+        ),
+        "<h3>Hardest frames</h3>" + _img(e / "hardest_frames.png", "hardest frames"),
+    ]
+    if ev.get("warnings"):
+        parts.append(
+            "<h3>Data warnings</h3><ul>"
+            + "".join(f"<li>{html.escape(w)}</li>" for w in ev["warnings"])
+            + "</ul>"
+        )
+    if rows:
+        parts.append(
+            "<h2>Per epoch</h2>"
+            + _table(list(rows[0]), [[float(v) for v in r.values()] for r in rows])
+        )
+    return parts

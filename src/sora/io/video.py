@@ -479,6 +479,86 @@ def read_video(
     return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous(), np.asarray(times)
 
 
+class VideoWriter:
+    """Encode frames one at a time, atomically: frames go to a temp file in the same folder,
+    renamed to ``path`` on :meth:`close` (a crash or an exception leaves no half file).
+
+    Use as a context manager; ``write`` takes ``(H, W, 3)`` uint8 RGB frames of one size.
+    ``libx264`` (H.264) and ``mpeg4`` need even width and height: odd frames are padded by
+    one pixel (edge copied).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float,
+        *,
+        codec: str = "libx264",
+        crf: int = 23,
+        overwrite: bool = False,
+    ):
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise FileExistsError(f"{self.path}: exists (pass overwrite=True to replace it)")
+        self.fps, self.codec, self.crf = fps, codec, crf
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(
+            prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent
+        )
+        os.close(fd)
+        self._container = None
+        self._stream = None
+        self.frames = 0
+
+    def _open(self, h: int, w: int) -> None:
+        from fractions import Fraction
+
+        pix_fmt = "yuvj420p" if self.codec == "mjpeg" else "yuv420p"
+        self._container = av.open(self._tmp, mode="w", format=_format_for(self.path))
+        rate = Fraction(self.fps).limit_denominator(1001)
+        self._stream = self._container.add_stream(self.codec, rate=rate)
+        self._stream.width, self._stream.height, self._stream.pix_fmt = w, h, pix_fmt
+        if self.codec == "libx264":
+            self._stream.options = {"crf": str(self.crf), "preset": "veryfast"}
+
+    def write(self, image: np.ndarray) -> None:
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"a frame must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        h, w = image.shape[:2]
+        if self.codec != "mjpeg" and (h % 2 or w % 2):
+            image = np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        if self._container is None:
+            self._open(*image.shape[:2])
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        self._container.mux(self._stream.encode(frame))
+        self.frames += 1
+
+    def close(self) -> Path:
+        """Flush the encoder and move the file into place."""
+        if self._container is None:
+            Path(self._tmp).unlink(missing_ok=True)
+            raise ValueError(f"{self.path}: no frames were written")
+        self._container.mux(self._stream.encode())
+        self._container.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._container is not None:
+            self._container.close()
+        Path(self._tmp).unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def write_video(
     path: str | Path,
     frames: np.ndarray | torch.Tensor,
@@ -505,29 +585,11 @@ def write_video(
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: exists (pass overwrite=True to replace it)")
     t, h, w, _ = frames.shape
-    pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-    if pix_fmt.endswith("420p") and (h % 2 or w % 2) and codec != "mjpeg":
+    if codec != "mjpeg" and (h % 2 or w % 2):
         raise ValueError(f"{codec} with yuv420p needs even width and height, got {w}x{h}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        from fractions import Fraction
-
-        rate = Fraction(fps).limit_denominator(1001)
-        with av.open(tmp, mode="w", format=_format_for(path)) as container:
-            stream = container.add_stream(codec, rate=rate)
-            stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
-            if codec == "libx264":
-                stream.options = {"crf": str(crf), "preset": "veryfast"}
-            for image in frames:
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with VideoWriter(path, fps, codec=codec, crf=crf, overwrite=overwrite) as writer:
+        for image in frames:
+            writer.write(image)
     return path
 
 

@@ -15,18 +15,31 @@ from safetensors.torch import load_file, save
 from sora.config import Config, ConfigError, load_config, save_config
 from sora.errors import CheckpointError
 from sora.io.files import atomic_write_bytes, atomic_write_text
+from sora.models.soradet import SoraDet
 from sora.models.soranet import SoraNet
+
+
+def build_for(config: Config) -> SoraNet | SoraDet:
+    """The model a config describes: SoraDet for ``task: detect``, else SoraNet."""
+    if config.task == "detect":
+        return SoraDet(config.model, config.detect)
+    return SoraNet(config.model)
+
 
 CONFIG, WEIGHTS, CLASSES = "config.yaml", "model.safetensors", "classes.json"
 
 
-def save_model(model: SoraNet, config: Config, classes: list[str], folder: str | Path) -> Path:
+def save_model(
+    model: SoraNet | SoraDet, config: Config, classes: list[str], folder: str | Path
+) -> Path:
     """Write ``folder/{config.yaml, model.safetensors, classes.json}``."""
     folder = Path(folder)
     if len(classes) != config.model.num_classes:
         raise ValueError(f"{len(classes)} class names for num_classes={config.model.num_classes}")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(folder / WEIGHTS, save(state, metadata={"format": "sora-soranet"}))
+    atomic_write_bytes(
+        folder / WEIGHTS, save(state, metadata={"format": f"sora-{type(model).__name__.lower()}"})
+    )
     save_config(config, folder / CONFIG)
     atomic_write_text(folder / CLASSES, json.dumps(list(classes), indent=2))
     return folder
@@ -59,7 +72,7 @@ def load_model(folder: str | Path, map_location: str | torch.device = "cpu"):
         raise CheckpointError(
             f"{WEIGHTS} is not a readable safetensors file ({err})", folder
         ) from None
-    model = SoraNet(config.model)
+    model = build_for(config)
     check_state_fits(model, state, folder / WEIGHTS)
     model.load_state_dict(state)
     return model.eval(), config, classes

@@ -212,22 +212,27 @@ class VideoClassifier(L.LightningModule):
         self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=bs)
 
     def configure_optimizers(self):
-        t = self.config.train
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-        opt = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": t.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=t.lr,
-        )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = max(1, total // max(1, t.epochs))
-        warmup = min(total - 1, int(t.warmup_epochs * per_epoch))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _WarmupCosine(warmup, total))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(self, self.config.train)
+
+
+def adamw_warmup_cosine(module: L.LightningModule, t) -> dict:
+    """AdamW (no weight decay on biases and norms) with a per-step schedule: linear warm-up
+    for ``t.warmup_epochs``, then cosine decay to 0 at the last step. Shared by every task."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": t.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=t.lr,
+    )
+    total = max(1, int(module.trainer.estimated_stepping_batches))
+    per_epoch = max(1, total // max(1, t.epochs))
+    warmup = min(total - 1, int(t.warmup_epochs * per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _WarmupCosine(warmup, total))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class _WarmupCosine:

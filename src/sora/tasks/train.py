@@ -35,7 +35,61 @@ from sora.io.files import atomic_write_bytes, atomic_write_text
 from sora.models.store import save_model
 from sora.tasks.classification import VideoClassifier, VideoDataModule, class_weights
 
-METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+#: What each task's best checkpoint and early stopping watch (higher is better).
+MONITOR = {"classify": "val_acc", "detect": "val_map50"}
+
+
+def _task(config: Config, data: Path) -> tuple[L.LightningDataModule, L.LightningModule, list]:
+    """The task's data module (set up) and LightningModule; sets ``model.num_classes``."""
+    if config.task == "detect":
+        from sora.tasks.detection import DetectionDataModule, VideoDetector
+
+        dm = DetectionDataModule(config, data)
+        dm.setup("fit")
+        config.model.num_classes = len(dm.classes)
+        return dm, VideoDetector(config.to_dict(), dm.classes), dm.classes
+    dm = VideoDataModule(config, data)
+    dm.setup("fit")
+    classes = dm.train_set.classes
+    config.model.num_classes = len(classes)
+    weights = (
+        class_weights(dm.train_set.labels, len(classes)) if config.train.class_weights else None
+    )
+    return dm, VideoClassifier(config.to_dict(), classes, weights), classes
+
+
+def _data_summary(config: Config, dm) -> dict:
+    if config.task == "detect":
+        return {
+            "train_sequences": len(dm.train_set.sequences),
+            "val_sequences": len(dm.val_set.sequences),
+            "train_clips": len(dm.train_set),
+            "val_clips": len(dm.val_set),
+            "warnings": dm.warnings,
+            "skipped": [],
+            "failed": [],
+        }
+    return {
+        "train_videos": len(dm.train_set),
+        "val_videos": len(dm.val_set),
+        "skipped": dm.train_set.skipped + dm.val_set.skipped,
+        "failed": dm.train_set.failed + dm.val_set.failed,
+    }
+
+
+#: metrics.csv columns, in order; a run writes those its task logs (classification: accuracy,
+#: detection: mAP50 and mAP@[.5:.95] on the val clips).
+METRIC_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_map50",
+    "val_map",
+    "lr",
+    "seconds",
+]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -92,7 +146,7 @@ class MetricsHistory(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         m = trainer.callback_metrics
         row: dict[str, float] = {"epoch": float(trainer.current_epoch)}
-        for key in ("train_loss_epoch", "train_acc", "val_loss", "val_acc"):
+        for key in ("train_loss_epoch", "train_acc", "val_loss", "val_acc", "val_map50", "val_map"):
             if key in m:
                 row[key.replace("_epoch", "")] = float(m[key])
         row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
@@ -148,7 +202,8 @@ class _MidEpochCheckpoint(ModelCheckpoint):
 
 def write_metrics_csv(path: Path, rows: list[dict[str, float]]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, restval="")
+    columns = [c for c in METRIC_COLUMNS if any(c in r for r in rows)] or METRIC_COLUMNS
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (int(v) if k == "epoch" else f"{v:.6g}") for k, v in row.items()})
@@ -199,19 +254,16 @@ def train(
         elif out.exists() and any(out.iterdir()):
             raise FileExistsError(f"{out}: already holds files; use --resume or another --out")
     L.seed_everything(config.train.seed, workers=True, verbose=False)
-    dm = VideoDataModule(config, data)
-    dm.setup("fit")
-    classes = dm.train_set.classes
-    if config.model.num_classes != len(classes):
-        config.model.num_classes = len(classes)
-    weights = (
-        class_weights(dm.train_set.labels, len(classes)) if config.train.class_weights else None
-    )
-    module = VideoClassifier(config.to_dict(), classes, weights)
+    dm, module, classes = _task(config, Path(data))
     if resume:
         ckpt = load_checkpoint_file(last)
-        saved = ckpt.get("hyper_parameters", {}).get("config", {}).get("model")
-        if saved != config.to_dict()["model"] or ckpt["hyper_parameters"].get("classes") != classes:
+        saved = ckpt.get("hyper_parameters", {}).get("config", {})
+        mine = config.to_dict()
+        same = (
+            all(saved.get(k) == mine[k] for k in ("model", "detect"))
+            and saved.get("task", "classify") == mine["task"]
+        )
+        if not same or ckpt["hyper_parameters"].get("classes") != classes:
             raise CheckpointError(
                 "the run was trained with another model config or class list; "
                 "resume with the run's config.yaml",
@@ -224,10 +276,11 @@ def train(
 
     history = MetricsHistory(out / "metrics.csv")
     t = config.train
+    monitor = MONITOR[config.task]
     ckpt_best = ModelCheckpoint(
         dirpath=out / "checkpoints",
         filename="best",
-        monitor="val_acc",
+        monitor=monitor,
         mode="max",
         save_top_k=1,
         save_last=False,
@@ -252,7 +305,7 @@ def train(
             )
         )
     if t.early_stop_patience > 0:
-        callbacks.append(EarlyStopping("val_acc", mode="max", patience=t.early_stop_patience))
+        callbacks.append(EarlyStopping(monitor, mode="max", patience=t.early_stop_patience))
     on_gpu = torch.cuda.is_available() and t.accelerator in ("auto", "gpu", "cuda")
     trainer = L.Trainer(
         max_epochs=t.epochs,
@@ -283,18 +336,17 @@ def train(
     module.load_state_dict(best["state_dict"])
     save_model(module.model, config, classes, out / "model")
     rows = history.rows
-    best_row = max(rows, key=lambda r: r.get("val_acc", -1)) if rows else {}
+    best_row = max(rows, key=lambda r: r.get(monitor, -1)) if rows else {}
     summary = {
+        "task": config.task,
         "data": str(data),
         "classes": classes,
         "epochs_run": len(rows),
         "best_epoch": int(best_row.get("epoch", -1)),
-        "best_val_acc": best_row.get("val_acc"),
+        "monitor": monitor,
+        f"best_{monitor}": best_row.get(monitor),
         "train_seconds": seconds,
-        "train_videos": len(dm.train_set),
-        "val_videos": len(dm.val_set),
-        "skipped": dm.train_set.skipped + dm.val_set.skipped,
-        "failed": dm.train_set.failed + dm.val_set.failed,
+        **_data_summary(config, dm),
         "device": str(module.device),
         "precision": _precision(config),
     }

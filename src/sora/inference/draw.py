@@ -1,0 +1,50 @@
+"""Annotated frames for ``--save-video``, drawn with Roboflow's ``supervision``.
+
+Boxes and labels (class and score) use supervision's ``BoxAnnotator`` and ``LabelAnnotator``
+with one colour per class. Small frames are enlarged first (to at least ``min_height``
+pixels, nearest-neighbour so no detail is invented) so the labels stay readable.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+with warnings.catch_warnings():  # supervision warns when OpenCV is absent; its NumPy path is used
+    warnings.simplefilter("ignore")
+    import supervision as sv
+
+
+class Annotator:
+    """``draw(image, boxes, scores, labels)`` -> a new annotated ``(H', W', 3)`` uint8 frame."""
+
+    def __init__(self, classes: list[str], min_height: int = 360):
+        self.classes = classes
+        self.min_height = min_height
+        self._scale: int | None = None
+        self.boxes = sv.BoxAnnotator(thickness=2)
+        self.labels = sv.LabelAnnotator(text_scale=0.45, text_padding=3, smart_position=True)
+
+    def scale_for(self, height: int) -> int:
+        """The integer enlargement for frames ``height`` pixels high."""
+        return max(1, math.ceil(self.min_height / height))
+
+    def draw(
+        self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray
+    ) -> np.ndarray:
+        k = self.scale_for(image.shape[0])
+        canvas = np.ascontiguousarray(image.repeat(k, 0).repeat(k, 1)) if k > 1 else image.copy()
+        if len(boxes) == 0:
+            return canvas
+        det = sv.Detections(
+            xyxy=np.asarray(boxes, np.float32) * k,
+            confidence=np.asarray(scores, np.float32),
+            class_id=np.asarray(labels, int),
+        )
+        text = [
+            f"{self.classes[c]} {s:.2f}" for c, s in zip(det.class_id, det.confidence, strict=True)
+        ]
+        canvas = self.boxes.annotate(canvas, det)
+        return self.labels.annotate(canvas, det, labels=text)

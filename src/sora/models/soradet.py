@@ -1,0 +1,397 @@
+"""SoraDet: video object detection with a convolutional recurrent memory at every scale.
+
+Shapes (B batch, T frames, L pyramid levels, A anchor points over all levels, K classes)::
+
+    clip      (B, T, 3, H, W)      float, normalized
+    backbone  per frame -> {s: (B*T, C_s, H/s, W/s)} for s in strides (8, 16, 32)
+    FPN       torchvision.ops.FeaturePyramidNetwork -> L maps (B*T, D, H/s, W/s)
+    temporal  per level a ConvGRU / ConvLSTM cell (depthwise-separable 3x3 gates, the
+              Bottleneck-LSTM idea of Liu & Zhu, CVPR 2018) run over T; the level's output
+              is its input plus the new hidden state, so ``temporal: none`` (identity) is
+              the same network without memory: the per-frame ablation
+    head      torchvision's FCOSClassificationHead and FCOSRegressionHead, shared by the
+              levels -> cls_logits (B, T, A, K), bbox_regression (B, T, A, 4) (distances to
+              the box sides in units of the level's stride), bbox_ctrness (B, T, A, 1)
+
+Anchor points sit at the centres of each level's cells: ``((j + 0.5) s, (i + 0.5) s)``.
+Boxes are ``xyxy`` pixels of the input frame.
+
+Streaming: ``state = model.init_state(B)``, then ``out, state = model.step(frame, state)`` per
+frame ``(B, 3, H, W)``; ``out`` holds the same keys without the ``T`` axis and equals the
+offline ``forward`` at that frame (tested). The state is one hidden map per level (two for
+the LSTM): constant memory, whatever the length of the video.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from functools import partial
+
+import torch
+from torch import nn
+from torchvision.models.detection._utils import BoxLinearCoder
+from torchvision.models.detection.fcos import FCOSClassificationHead, FCOSRegressionHead
+from torchvision.ops import (
+    FeaturePyramidNetwork,
+    batched_nms,
+    clip_boxes_to_image,
+    generalized_box_iou_loss,
+    sigmoid_focal_loss,
+)
+
+from sora.config import DetectConfig, ModelConfig
+from sora.models.backbones import build_backbone
+
+State = dict[str, torch.Tensor]
+Outputs = dict[str, torch.Tensor]
+TEMPORAL = ("convgru", "convlstm", "none")
+DET_STRIDES = (4, 8, 16, 32)
+
+
+def _separable(cin: int, cout: int) -> nn.Sequential:
+    """Depthwise 3x3 then pointwise 1x1: ``(N, cin, h, w)`` -> ``(N, cout, h, w)``."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False), nn.Conv2d(cin, cout, 1)
+    )
+
+
+class ConvGRUCell(nn.Module):
+    """``x, h`` ``(N, C, h, w)`` -> new ``h``: a GRU whose gates are separable convolutions."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.gates = _separable(2 * channels, 2 * channels)
+        self.candidate = _separable(2 * channels, channels)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        z, r = torch.sigmoid(self.gates(torch.cat([x, h], 1))).chunk(2, 1)
+        n = torch.tanh(self.candidate(torch.cat([x, r * h], 1)))
+        return (1 - z) * h + z * n
+
+
+class ConvLSTMCell(nn.Module):
+    """``x, (h, c)`` ``(N, C, h, w)`` -> new ``(h, c)``: an LSTM with separable-conv gates."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.gates = _separable(2 * channels, 4 * channels)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+        i, f, o, g = self.gates(torch.cat([x, h], 1)).chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class SoraDet(nn.Module):
+    """Multi-scale CNN + FPN + convolutional RNN per level + FCOS head.
+
+    Args:
+        model: the backbone (``backbone``, ``backbone_weights``, ``widths``) and
+            ``num_classes``.
+        cfg: the detection settings (:class:`~sora.config.DetectConfig`).
+    """
+
+    def __init__(self, model: ModelConfig, cfg: DetectConfig):
+        super().__init__()
+        if cfg.temporal not in TEMPORAL:
+            raise ValueError(f"detect.temporal must be one of {TEMPORAL}, got {cfg.temporal!r}")
+        bad = [s for s in cfg.strides if s not in DET_STRIDES]
+        if bad or not cfg.strides:
+            raise ValueError(f"detect.strides must be a non-empty subset of {DET_STRIDES}")
+        if cfg.fpn_dim % 8:
+            raise ValueError(f"detect.fpn_dim must be a multiple of 8, got {cfg.fpn_dim}")
+        if model.num_classes < 1:
+            raise ValueError(f"model.num_classes must be >= 1, got {model.num_classes}")
+        self.cfg = cfg
+        self.num_classes = model.num_classes
+        self.strides = tuple(sorted(cfg.strides))
+        self.backbone = build_backbone(
+            model.backbone,
+            weights=model.backbone_weights,
+            widths=model.widths,
+            strides=self.strides,
+            in_channels=3,
+        )
+        dim = cfg.fpn_dim
+        self.fpn = FeaturePyramidNetwork([self.backbone.channels[s] for s in self.strides], dim)
+        cell = {"convgru": ConvGRUCell, "convlstm": ConvLSTMCell}.get(cfg.temporal)
+        self.cells = None if cell is None else nn.ModuleList(cell(dim) for _ in self.strides)
+        norm = partial(nn.GroupNorm, 8)
+        self.cls_head = FCOSClassificationHead(
+            dim, 1, model.num_classes, cfg.head_convs, norm_layer=norm
+        )
+        self.reg_head = FCOSRegressionHead(dim, 1, cfg.head_convs, norm_layer=norm)
+        # The head's distances pass a ReLU: with torchvision's zero bias, the sides that
+        # start negative get no gradient and stay at 0 (seen: boxes stuck to the anchor's
+        # left/top). Starting every side at one stride keeps all four alive.
+        nn.init.constant_(self.reg_head.bbox_reg.bias, 1.0)
+        self.box_coder = BoxLinearCoder(normalize_by_size=True)
+        self.min_size = max(self.strides)
+        self._anchor_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, list[int]]] = {}
+
+    # -- geometry ------------------------------------------------------------------------
+    def anchors(self, height: int, width: int, device=None):
+        """Anchor points of an ``height x width`` input: ``(A, 4)`` boxes of one stride's side
+        centred on each cell, ``(A,)`` the stride of each, and the count per level."""
+        key = (height, width, str(device))
+        if key not in self._anchor_cache:
+            boxes, strides, counts = [], [], []
+            for s in self.strides:
+                h, w = math.ceil(height / s), math.ceil(width / s)
+                ys, xs = torch.meshgrid(
+                    (torch.arange(h, device=device) + 0.5) * s,
+                    (torch.arange(w, device=device) + 0.5) * s,
+                    indexing="ij",
+                )
+                c = torch.stack([xs, ys, xs, ys], -1).reshape(-1, 4)
+                boxes.append(c + torch.tensor([-s, -s, s, s], device=device) / 2)
+                strides.append(torch.full((h * w,), float(s), device=device))
+                counts.append(h * w)
+            self._anchor_cache[key] = (torch.cat(boxes), torch.cat(strides), counts)
+        return self._anchor_cache[key]
+
+    def _check(self, x: torch.Tensor, rank: int, name: str) -> None:
+        expected = "(B, T, 3, H, W)" if rank == 5 else "(B, 3, H, W)"
+        if x.dim() != rank or x.shape[-3] != 3:
+            raise ValueError(f"{name} must have shape {expected}, got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if h < self.min_size or w < self.min_size:
+            raise ValueError(
+                f"{name} frames must be at least {self.min_size}x{self.min_size}, got {h}x{w}"
+            )
+
+    # -- the network ---------------------------------------------------------------------
+    def init_state(self, batch: int = 1, device=None) -> State:
+        """An empty state: the first step fills each level's hidden map with zeros (the map
+        sizes depend on the frame size)."""
+        device = device or self.cls_head.cls_logits.weight.device
+        if self.cells is None:
+            return {}
+        names = [f"h{i}" for i in range(len(self.strides))]
+        if self.cfg.temporal == "convlstm":
+            names += [f"c{i}" for i in range(len(self.strides))]
+        return {n: torch.zeros(0, device=device) for n in names}
+
+    def run(self, clip: torch.Tensor, state: State | None = None) -> tuple[Outputs, State]:
+        """``(B, T, 3, H, W)`` from ``state`` (``None``: a fresh one) -> outputs with a ``T``
+        axis, and the state after the last frame."""
+        self._check(clip, 5, "clip")
+        b, t = clip.shape[:2]
+        feats = self.backbone(clip.flatten(0, 1))
+        pyramid = self.fpn(OrderedDict((str(s), feats[s]) for s in self.strides))
+        levels = list(pyramid.values())  # (B*T, D, h_l, w_l), finest first
+        new: State = {}
+        if self.cells is not None:
+            state = state if state is not None else self.init_state(b, clip.device)
+            for i, cell in enumerate(self.cells):
+                x = levels[i].view(b, t, *levels[i].shape[1:])
+                h = state[f"h{i}"] if state[f"h{i}"].numel() else torch.zeros_like(x[:, 0])
+                c = None
+                if self.cfg.temporal == "convlstm":
+                    c = state[f"c{i}"] if state[f"c{i}"].numel() else torch.zeros_like(h)
+                outs = []
+                for k in range(t):
+                    if c is None:
+                        h = cell(x[:, k], h)
+                    else:
+                        h, c = cell(x[:, k], h, c)
+                    outs.append(x[:, k] + h)
+                levels[i] = torch.stack(outs, 1).flatten(0, 1)
+                new[f"h{i}"] = h
+                if c is not None:
+                    new[f"c{i}"] = c
+        cls_logits = self.cls_head(levels)  # (B*T, A, K)
+        bbox_regression, bbox_ctrness = self.reg_head(levels)
+        out = {
+            "cls_logits": cls_logits,
+            "bbox_regression": bbox_regression,
+            "bbox_ctrness": bbox_ctrness,
+        }
+        return {k: v.view(b, t, *v.shape[1:]) for k, v in out.items()}, new
+
+    def forward(self, clip: torch.Tensor) -> Outputs:
+        """Offline: ``(B, T, 3, H, W)`` -> ``cls_logits (B, T, A, K)``, ``bbox_regression
+        (B, T, A, 4)``, ``bbox_ctrness (B, T, A, 1)``, from a fresh state."""
+        return self.run(clip)[0]
+
+    @property
+    def streamable(self) -> bool:
+        return True
+
+    def step(self, frame: torch.Tensor, state: State) -> tuple[Outputs, State]:
+        """One frame ``(B, 3, H, W)`` -> outputs without the ``T`` axis, and the new state."""
+        self._check(frame, 4, "frame")
+        out, state = self.run(frame.unsqueeze(1), state)
+        return {k: v[:, 0] for k, v in out.items()}, state
+
+    # -- decoding ------------------------------------------------------------------------
+    @torch.no_grad()
+    def detect(
+        self, out: Outputs, height: int, width: int, score_thresh: float | None = None
+    ) -> list[dict]:
+        """Per-frame outputs (``(N, A, ...)``, no ``T`` axis) -> N dicts of ``boxes (n, 4)``
+        xyxy pixels, ``scores (n,)``, ``labels (n,)`` 0-based, after class-wise NMS.
+
+        The score is ``sqrt(sigmoid(cls) * sigmoid(ctrness))`` as in FCOS.
+        """
+        cfg = self.cfg
+        thresh = cfg.score_thresh if score_thresh is None else score_thresh
+        anchors, _, _ = self.anchors(height, width, out["cls_logits"].device)
+        results = []
+        for logits, reg, ctr in zip(
+            out["cls_logits"], out["bbox_regression"], out["bbox_ctrness"], strict=True
+        ):
+            scores = torch.sqrt(torch.sigmoid(logits.float()) * torch.sigmoid(ctr.float()))
+            flat = scores.flatten()
+            keep = torch.nonzero(flat > thresh).flatten()
+            if keep.numel() > 1000:
+                keep = keep[flat[keep].topk(1000).indices]
+            idx, labels = keep // self.num_classes, keep % self.num_classes
+            boxes = self.box_coder.decode(reg[idx].float(), anchors[idx])
+            boxes = clip_boxes_to_image(boxes, (height, width))
+            kept = batched_nms(boxes, flat[keep], labels, cfg.nms_iou)[: cfg.max_detections]
+            results.append(
+                {"boxes": boxes[kept], "scores": flat[keep][kept], "labels": labels[kept]}
+            )
+        return results
+
+
+# -- training targets and loss ---------------------------------------------------------------
+
+
+def assign(
+    anchors: torch.Tensor,
+    strides: torch.Tensor,
+    counts: list[int],
+    target: dict,
+    radius: float,
+    level_scale: float = 8.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FCOS target assignment for one frame.
+
+    An anchor point is a positive for a box when it lies inside the box, within ``radius``
+    strides of its centre (centre sampling), and the box's largest side distance from it is in
+    the level's range ``(k s / 2, k s]`` (``k = level_scale``; FCOS's 800-pixel inputs use
+    ``k = 8``; open-ended on the first and last level). Among several
+    boxes, the smallest wins. A box that no point matches (tiny or thin) is given the point
+    nearest its centre at the level whose range fits it. Ignored boxes (``conf == 0``) get no
+    positives, and the points inside them that are no positive are left out of the loss.
+
+    Returns:
+        matched: ``(A,)`` index of the box per point, -1 for background.
+        forced: ``(A,)`` bool, positives given by the nearest-point rule.
+        valid: ``(A,)`` bool, points that take part in the classification loss.
+    """
+    a = anchors.shape[0]
+    device = anchors.device
+    matched = torch.full((a,), -1, dtype=torch.long, device=device)
+    forced = torch.zeros(a, dtype=torch.bool, device=device)
+    valid = torch.ones(a, dtype=torch.bool, device=device)
+    boxes = target["boxes"].to(device)
+    if boxes.numel() == 0:
+        return matched, forced, valid
+    ignore = target["ignore"].to(device)
+    centres = (anchors[:, :2] + anchors[:, 2:]) / 2  # (A, 2)
+    gt_centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # (M, 2)
+    x, y = centres[:, :1], centres[:, 1:]
+    ltrb = torch.stack(
+        [x - boxes[:, 0], y - boxes[:, 1], boxes[:, 2] - x, boxes[:, 3] - y], dim=2
+    )  # (A, M, 4)
+    inside = ltrb.min(2).values > 0
+    near = (centres[:, None] - gt_centres[None]).abs().max(2).values < radius * strides[:, None]
+    lower = strides * level_scale / 2
+    lower[: counts[0]] = 0
+    upper = strides * level_scale
+    upper[-counts[-1] :] = math.inf
+    extent = ltrb.max(2).values
+    fits = (extent > lower[:, None]) & (extent <= upper[:, None])
+    ok = inside & near & fits & ~ignore[None]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    score = ok.float() * (1e8 - area[None])
+    best, idx = score.max(1)
+    matched = torch.where(best > 0, idx, matched)
+    # boxes left without a positive: the nearest point at the level that fits their size
+    has = torch.zeros(len(boxes), dtype=torch.bool, device=device)
+    has[matched[matched >= 0]] = True
+    starts = [0, *torch.tensor(counts).cumsum(0).tolist()]
+    level_strides = [float(strides[s]) for s in starts[:-1]]
+    for m in torch.nonzero(~has & ~ignore).flatten().tolist():
+        half = float(torch.max(boxes[m, 2:] - boxes[m, :2])) / 2
+        level = next(
+            (i for i, s in enumerate(level_strides) if half <= level_scale * s),
+            len(counts) - 1,
+        )
+        lo, hi = starts[level], starts[level + 1]
+        dist = (centres[lo:hi] - gt_centres[m]).abs().max(1).values
+        k = lo + int(dist.argmin())
+        if matched[k] < 0:
+            matched[k], forced[k] = m, True
+    # points inside an ignored box are not negatives
+    if ignore.any():
+        in_ignored = (inside & ignore[None]).any(1)
+        valid &= ~(in_ignored & (matched < 0))
+    return matched, forced, valid
+
+
+def detection_loss(
+    model: SoraDet, out: Outputs, targets: list[dict], height: int, width: int
+) -> dict[str, torch.Tensor]:
+    """FCOS losses over N frames: ``out`` with a leading ``N`` axis (``(N, A, ...)``) and N
+    target dicts (``boxes`` xyxy pixels, ``labels`` 0-based, ``ignore``).
+
+    classification: ``torchvision.ops.sigmoid_focal_loss``; boxes:
+    ``torchvision.ops.generalized_box_iou_loss`` on the decoded positives; centre-ness:
+    binary cross-entropy. Each is summed and divided by the number of positives.
+    """
+    anchors, strides, counts = model.anchors(height, width, out["cls_logits"].device)
+    logits, reg, ctr = out["cls_logits"], out["bbox_regression"], out["bbox_ctrness"]
+    cls_targets = torch.zeros_like(logits)
+    valid_all, pos_idx, pos_boxes, pos_forced = [], [], [], []
+    for n, target in enumerate(targets):
+        matched, forced, valid = assign(
+            anchors, strides, counts, target, model.cfg.center_sampling, model.cfg.level_scale
+        )
+        pos = torch.nonzero(matched >= 0).flatten()
+        boxes = target["boxes"].to(logits.device)
+        labels = target["labels"].to(logits.device)
+        cls_targets[n, pos, labels[matched[pos]]] = 1.0
+        valid_all.append(valid)
+        pos_idx.append(torch.stack([torch.full_like(pos, n), pos], 1))
+        pos_boxes.append(boxes[matched[pos]])
+        pos_forced.append(forced[pos])
+    valid = torch.stack(valid_all)  # (N, A)
+    pos_idx = torch.cat(pos_idx)
+    num_pos = max(1, pos_idx.shape[0])
+    loss_cls = sigmoid_focal_loss(logits[valid], cls_targets[valid], reduction="sum") / num_pos
+    if pos_idx.shape[0] == 0:
+        zero = reg.sum() * 0 + ctr.sum() * 0
+        return {"cls": loss_cls, "box": zero, "ctr": zero, "loss": loss_cls + zero}
+    gt = torch.cat(pos_boxes)
+    ref = anchors[pos_idx[:, 1]]
+    pred = model.box_coder.decode(reg[pos_idx[:, 0], pos_idx[:, 1]].float(), ref)
+    loss_box = generalized_box_iou_loss(pred, gt, reduction="sum") / num_pos
+    # centre-ness target from the distances of each positive point to its box's sides
+    c = (ref[:, :2] + ref[:, 2:]) / 2
+    lr = torch.stack([c[:, 0] - gt[:, 0], gt[:, 2] - c[:, 0]], 1).clamp_min(0)
+    tb = torch.stack([c[:, 1] - gt[:, 1], gt[:, 3] - c[:, 1]], 1).clamp_min(0)
+    ratio = (lr.min(1).values / lr.max(1).values.clamp_min(1e-6)) * (
+        tb.min(1).values / tb.max(1).values.clamp_min(1e-6)
+    )
+    ctr_target = torch.where(torch.cat(pos_forced), torch.ones_like(ratio), ratio.sqrt())
+    loss_ctr = (
+        nn.functional.binary_cross_entropy_with_logits(
+            ctr[pos_idx[:, 0], pos_idx[:, 1], 0].float(), ctr_target, reduction="sum"
+        )
+        / num_pos
+    )
+    return {
+        "cls": loss_cls,
+        "box": loss_box,
+        "ctr": loss_ctr,
+        "loss": loss_cls + loss_box + loss_ctr,
+    }
+
+
+def build_detector(model: ModelConfig, cfg: DetectConfig) -> SoraDet:
+    return SoraDet(model, cfg)

@@ -1,0 +1,393 @@
+"""Video object detection: the MOT reader and its bad input, MotionShapes-Det, SoraDet
+(streaming == offline, target assignment), and the CLI end to end (train, eval, report,
+predict with MOT/JSON lines/annotated video, demo pieces)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_sora
+from PIL import Image
+
+from sora.config import apply_overrides, default_config
+from sora.data import synth_det
+from sora.data.detection import DetectionClipDataset
+from sora.data.mot import FrameStore, is_mot_root, mot_row, read_sequence, read_split
+from sora.errors import DatasetError
+from sora.io.video import write_video
+from sora.models.soradet import SoraDet, assign, detection_loss
+
+TINY = [
+    "detect.size=[48,64]",
+    "detect.fpn_dim=8",
+    "detect.head_convs=1",
+    "detect.clip_len=4",
+    "model.widths=[8,8,8,8,8]",
+    "data.batch_size=2",
+    "train.early_stop_patience=0",
+]
+TINY_SETS = [x for o in TINY for x in ("--set", o)]
+
+
+def tiny_det_config(**extra):
+    config = apply_overrides(
+        default_config("detect"), TINY + [f"{k}={v}" for k, v in extra.items()]
+    )
+    config.model.num_classes = 3
+    return config
+
+
+def make_sequence(root: Path, gt: str, frames: int = 6, labels: str | None = "a\nb\n", skip=()):
+    """A sequence folder with ``frames`` 64x48 JPEGs (minus ``skip``), ``gt.txt`` and
+    optionally ``labels.txt``."""
+    seq = root / "train" / "seq1"
+    (seq / "img1").mkdir(parents=True)
+    (seq / "gt").mkdir()
+    for k in range(1, frames + 1):
+        if k not in skip:
+            Image.fromarray(np.full((48, 64, 3), 10 * k, np.uint8)).save(
+                seq / "img1" / f"{k:06d}.jpg"
+            )
+    (seq / "gt" / "gt.txt").write_text(gt)
+    if labels is not None:
+        (seq / "gt" / "labels.txt").write_text(labels)
+    return seq
+
+
+# -- MOT layout --------------------------------------------------------------------------
+
+
+def test_mot_rows_become_xyxy_boxes_with_ignore_and_visibility(tmp_path):
+    seq = make_sequence(
+        tmp_path, "1,1,11,21,10,5,1,2,0.5\n1,2,1,1,4,4,0,1,1\n3,1,12,21,10,5,1,2,1\n"
+    )
+    s = read_sequence(seq)
+    assert (s.width, s.height, s.num_frames) == (64, 48, 6)
+    t = s.target(1)
+    torch.testing.assert_close(t["boxes"], torch.tensor([[10.0, 20, 20, 25], [0, 0, 4, 4]]))
+    assert t["labels"].tolist() == [1, 0] and t["ignore"].tolist() == [False, True]
+    assert t["visibility"].tolist() == [0.5, 1.0]
+    assert len(s.target(2)["boxes"]) == 0 and s.warnings == []
+    assert is_mot_root(tmp_path)
+    # scaled to another frame size
+    torch.testing.assert_close(
+        s.target(3, (0.5, 2.0))["boxes"], torch.tensor([[5.5, 40, 10.5, 50]])
+    )
+    # written back as a MOT row: the same numbers
+    assert (
+        mot_row(3, [11.0, 20, 21, 25], 0.9, 1, track=1)
+        == "3,1,12.00,21.00,10.00,5.00,0.9000,2,-1,-1"
+    )
+
+
+@pytest.mark.parametrize(
+    "gt, message",
+    [
+        ("1,1,10,10\n", "line 1: malformed row"),
+        ("1,1,10,10,5,5,1,1,1\n1,x,10,10,5,5,1,1,1\n", "line 2: not numbers"),
+        ("0,1,10,10,5,5,1,1,1\n", "line 1: frame must be an integer >= 1"),
+        ("1,1,10,10,0,5,1,1,1\n", "line 1: box width and height must be > 0"),
+        ("1,1,10,10,5,5,1,3,1\n", "line 1: unknown class id 3 (known: 1..2 (labels.txt))"),
+    ],
+)
+def test_bad_gt_rows_are_one_line_errors_naming_file_and_line(tmp_path, gt, message):
+    seq = make_sequence(tmp_path, gt)
+    with pytest.raises(DatasetError) as err:
+        read_sequence(seq)
+    assert str(err.value).startswith(f"{seq / 'gt' / 'gt.txt'}: {message}")
+    assert "\n" not in str(err.value)
+
+
+def test_fixable_gt_problems_are_counted_listed_warnings(tmp_path):
+    gt = (
+        "1,1,60,40,10,10,1,1,1\n"  # partly outside 64x48: clipped
+        "1,2,100,100,5,5,1,1,1\n"  # wholly outside: dropped
+        "2,1,5,5,5,5,1,1,1\n2,1,9,9,5,5,1,1,1\n"  # id 1 twice in frame 2: second dropped
+        "9,1,5,5,5,5,1,1,1\n"  # past the last frame (6): dropped
+    )
+    seq = make_sequence(tmp_path, gt, skip={4})
+    s = read_sequence(seq)
+    w = "\n".join(s.warnings)
+    assert "line 1: box partly outside the image, clipped" in w
+    assert "line 2: box wholly outside the image, dropped" in w
+    assert "line 4: id 1 used twice in frame 2, dropped" in w
+    assert "1 rows past the last frame (6), dropped" in w
+    assert "1 missing frames (first: 000004)" in w
+    assert len(s.warnings) == 5
+    torch.testing.assert_close(s.target(1)["boxes"], torch.tensor([[59.0, 39, 64, 48]]))
+    assert s.target(2)["boxes"].tolist() == [[4.0, 4, 9, 9]]
+    # no clip spans the missing frame 4
+    ds = DetectionClipDataset([s], size=(48, 64), clip_len=2, stride=1)
+    assert [f for _, f in ds.items] == [[1, 2], [2, 3], [5, 6]]
+
+
+def test_missing_source_and_unknown_class_without_labels(tmp_path):
+    seq = tmp_path / "train" / "empty"
+    (seq / "gt").mkdir(parents=True)
+    (seq / "gt" / "gt.txt").write_text("1,1,1,1,2,2,1,1,1\n")
+    with pytest.raises(DatasetError, match="no img1/ folder and no video file"):
+        read_sequence(seq)
+
+
+def test_a_video_file_stands_in_for_img1(tmp_path):
+    seq = tmp_path / "train" / "vid"
+    (seq / "gt").mkdir(parents=True)
+    frames = np.zeros((5, 48, 64, 3), np.uint8)
+    frames[:, 10:20, 20:30] = 255
+    write_video(seq / "video.mp4", frames, 10.0)
+    (seq / "gt" / "gt.txt").write_text("".join(f"{k},1,21,11,10,10,1,1,1\n" for k in range(1, 6)))
+    s = read_split(tmp_path, "train")[0]
+    assert s.source.name == "video.mp4" and s.num_frames == 5 and s.fps == pytest.approx(10)
+    image = FrameStore(s, (24, 32)).get(3)
+    assert image.shape == (3, 24, 32) and image[:, 7, 12].float().mean() > 200
+
+
+# -- MotionShapes-Det ----------------------------------------------------------------------
+
+
+def test_motionshapes_det_is_deterministic_and_has_hard_boxes():
+    f1, r1 = synth_det.render_sequence(0, "train", 3, 40)
+    f2, r2 = synth_det.render_sequence(0, "train", 3, 40)
+    assert np.array_equal(f1, f2) and r1 == r2
+    assert f1.shape == (40, synth_det.HEIGHT, synth_det.WIDTH, 3)
+    rows = [r for i in range(6) for r in synth_det.render_sequence(0, "train", i, 40)[1]]
+    vis = np.array([r[8] for r in rows])
+    assert ((vis >= 0) & (vis <= 1)).all() and (vis < 0.5).mean() > 0.02 and (vis == 1).mean() > 0.5
+    assert {r[7] for r in rows} == {1, 2, 3}  # every class appears
+    for i in range(3):  # an id is used once per frame
+        seq_rows = synth_det.render_sequence(0, "train", i, 40)[1]
+        assert len({(r[0], r[1]) for r in seq_rows}) == len(seq_rows)
+
+
+@pytest.fixture(scope="module")
+def det_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("msdet") / "det"
+    run_sora(
+        "data",
+        "synth",
+        "--task",
+        "detect",
+        "--out",
+        root,
+        "--train",
+        2,
+        "--val",
+        1,
+        "--test",
+        1,
+        "--frames",
+        16,
+        "--workers",
+        1,
+        check=True,
+    )
+    return root
+
+
+def test_synth_writes_a_mot_layout_that_inspect_reads(det_data):
+    seqs = read_split(det_data, "train")
+    assert [s.name for s in seqs] == ["train_000", "train_001"]
+    assert seqs[0].num_frames == 16 and seqs[0].fps == 15 and len(seqs[0].ann.frame) > 0
+    proc = run_sora("data", "inspect", det_data, "--json", check=True)
+    report = json.loads(proc.stdout)
+    assert report["layout"] == "mot" and report["classes"] == list(synth_det.CLASSES)
+    assert set(report["splits"]) == {"train", "val", "test"} and report["errors"] == []
+    assert sum(report["splits"]["train"]["box_size_histogram"].values()) == sum(
+        len(s.ann.frame) for s in seqs
+    )
+
+
+def test_inspect_lists_a_malformed_sequence_without_stopping(tmp_path):
+    make_sequence(tmp_path, "1,1,10,10,5,5,1,1,1\nbad row\n")
+    proc = run_sora("data", "inspect", tmp_path, check=True)
+    assert "errors (sequences that cannot be read): 1" in proc.stdout
+    assert "gt.txt: line 2: malformed row" in proc.stdout
+
+
+# -- SoraDet -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("temporal", ["convgru", "convlstm", "none"])
+def test_streaming_equals_offline(temporal):
+    torch.manual_seed(0)
+    config = tiny_det_config(**{"detect.temporal": temporal})
+    model = SoraDet(config.model, config.detect).eval()
+    clip = torch.randn(2, 5, 3, 48, 64)
+    with torch.no_grad():
+        offline = model(clip)
+        state = model.init_state(2)
+        for t in range(5):
+            out, state = model.step(clip[:, t], state)
+            for k in out:
+                torch.testing.assert_close(out[k], offline[k][:, t], atol=1e-5, rtol=1e-4)
+        # in chunks with the state carried: the same again
+        first, state = model.run(clip[:, :2])
+        rest, _ = model.run(clip[:, 2:], state)
+        torch.testing.assert_close(
+            rest["cls_logits"], offline["cls_logits"][:, 2:], atol=1e-5, rtol=1e-4
+        )
+    a = offline["cls_logits"].shape[2]
+    assert offline["cls_logits"].shape == (2, 5, a, 3) and offline["bbox_regression"].shape == (
+        2,
+        5,
+        a,
+        4,
+    )
+    assert (model.cells is None) == (temporal == "none")
+
+
+def test_memory_changes_outputs_and_the_ablation_has_none():
+    torch.manual_seed(0)
+    config = tiny_det_config()
+    model = SoraDet(config.model, config.detect).eval()
+    clip = torch.randn(1, 3, 3, 48, 64)
+    with torch.no_grad():
+        a = model(clip)["cls_logits"][:, -1]
+        b = model(clip[:, -1:])["cls_logits"][:, 0]  # the same last frame without a past
+    assert not torch.allclose(a, b)
+
+
+def test_bad_frame_shapes_are_clear_errors():
+    config = tiny_det_config()
+    model = SoraDet(config.model, config.detect)
+    with pytest.raises(ValueError, match=r"clip must have shape \(B, T, 3, H, W\)"):
+        model(torch.zeros(1, 3, 48, 64))
+    with pytest.raises(ValueError, match="at least 32x32"):
+        model(torch.zeros(1, 2, 3, 16, 64))
+    with pytest.raises(ValueError, match="detect.temporal"):
+        SoraDet(config.model, apply_overrides(config, ["detect.temporal=gru"]).detect)
+
+
+def test_assignment_positives_tiny_boxes_and_ignored_regions():
+    config = tiny_det_config()
+    model = SoraDet(config.model, config.detect)
+    anchors, strides, counts = model.anchors(48, 64)
+    target = {
+        "boxes": torch.tensor([[10.0, 10, 34, 30], [45, 1, 48, 4], [0, 40, 30, 48]]),
+        "labels": torch.tensor([0, 1, 2]),
+        "ignore": torch.tensor([False, False, True]),
+    }
+    matched, forced, valid = assign(anchors, strides, counts, target, 1.5, 2.0)
+    assert (matched == 0).sum() >= 1 and not forced[matched == 0].any()
+    assert (matched == 1).sum() == 1 and forced[matched == 1].all()  # tiny: nearest point
+    assert not (matched == 2).any()  # ignored boxes get no positives...
+    centres = (anchors[:, :2] + anchors[:, 2:]) / 2
+    inside = (centres[:, 0] < 30) & (centres[:, 1] > 40) & (centres[:, 1] < 48)
+    assert not valid[inside & (matched < 0)].any() and valid[~inside].all()  # ...nor negatives
+    # the loss is finite and has a gradient
+    out = model(torch.randn(1, 1, 3, 48, 64))
+    flat = {k: v.flatten(0, 1) for k, v in out.items()}
+    losses = detection_loss(model, flat, [target], 48, 64)
+    losses["loss"].backward()
+    assert torch.isfinite(losses["loss"]) and losses["box"] > 0
+    assert model.reg_head.bbox_reg.weight.grad.abs().sum() > 0
+
+
+# -- end to end ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def det_run(det_data, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("detruns") / "run"
+    proc = run_sora(
+        "train", "--data", det_data, "--out", run, "--epochs", 1, "--quiet", *TINY_SETS, check=True
+    )
+    assert "best val mAP50" in proc.stdout
+    return run
+
+
+def test_train_detects_the_layout_and_writes_the_run_folder(det_run):
+    for name in (
+        "config.yaml",
+        "classes.json",
+        "metrics.csv",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+        "model/model.safetensors",
+        "train_summary.json",
+    ):
+        assert (det_run / name).is_file(), name
+    summary = json.loads((det_run / "train_summary.json").read_text())
+    assert summary["task"] == "detect" and summary["monitor"] == "val_map50"
+    assert summary["train_sequences"] == 2 and summary["val_sequences"] == 1
+    header = (det_run / "metrics.csv").read_text().splitlines()[0]
+    assert header == "epoch,train_loss,val_loss,val_map50,val_map,lr,seconds"
+
+
+def test_eval_report_and_predict(det_run, det_data, tmp_path):
+    proc = run_sora("eval", det_run, "--data", det_data, check=True)
+    assert "mAP50" in proc.stdout
+    m = json.loads((det_run / "eval" / "metrics.json").read_text())
+    for key in ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100"):
+        assert -1 <= m[key] <= 1
+    assert set(m["visibility"]) == {"visible", "occluded"} and m["num_frames"] == 16
+    assert set(m["per_class"]) <= set(synth_det.CLASSES)
+    assert (det_run / "eval" / "predictions" / "test_000.txt").is_file()
+    for png in ("pr_curves.png", "ap_per_class.png", "hardest_frames.png"):
+        assert (det_run / "eval" / png).stat().st_size > 1000
+    run_sora("report", det_run, check=True)
+    page = (det_run / "report.html").read_text()
+    assert "test mAP50" in page and "Per sequence" in page and "Hardest frames" in page
+
+    frames = det_data / "test" / "test_000" / "img1"
+    mot = run_sora("predict", det_run, frames, "--conf", "0.0", check=True).stdout.splitlines()
+    assert mot, "a conf of 0 keeps every detection after NMS"
+    fields = mot[0].split(",")
+    assert len(fields) == 10 and fields[1] == "-1" and 1 <= int(fields[0]) <= 16
+    assert 1 <= int(fields[7]) <= 3
+    video = tmp_path / "out.mp4"
+    lines = run_sora(
+        "predict",
+        det_run,
+        frames,
+        "--format",
+        "jsonl",
+        "--conf",
+        "0.0",
+        "--save-video",
+        video,
+        check=True,
+    ).stdout.splitlines()
+    assert len(lines) == 16 and json.loads(lines[0])["frame"] == 1
+    from sora.io.video import probe
+
+    meta = probe(video)
+    assert meta.num_frames == 16 and meta.height >= 360  # small frames are enlarged to draw
+
+
+def test_detector_streams_the_same_in_chunks_as_frame_by_frame(det_run, det_data):
+    from sora.inference.detector import Detector
+
+    det = Detector(det_run)
+    seq = read_split(det_data, "test")[0]
+    store = FrameStore(seq, (seq.height, seq.width))
+    frames = [(store.get(k), k) for k in range(1, 9)]
+    one = dict(
+        det.stream(iter(frames), source_size=(seq.height, seq.width), chunk=1, score_thresh=0.0)
+    )
+    many = dict(
+        det.stream(iter(frames), source_size=(seq.height, seq.width), chunk=5, score_thresh=0.0)
+    )
+    for k in one:
+        torch.testing.assert_close(one[k]["scores"], many[k]["scores"], atol=1e-4, rtol=1e-3)
+
+
+def test_detect_cli_errors(det_run, det_data, tmp_path, tiny_run):
+    proc = run_sora("predict", det_run, "a.mp4", "b.mp4")
+    assert proc.returncode == 1 and "--format mot and --save-video take one source" in proc.stderr
+    proc = run_sora("predict", tiny_run, "x.mp4", "--format", "mot")
+    assert proc.returncode == 1 and "are for detection runs" in proc.stderr
+    proc = run_sora("train", "--data", det_data, "--out", tmp_path / "r", "--set", "task=track")
+    assert proc.returncode == 1 and "task must be one of classify, detect" in proc.stderr
+    bad = tmp_path / "bad"
+    make_sequence(bad, "1,1,10,10,5,5,1,1,1\n2,1,10,10\n")
+    proc = run_sora("train", "--data", bad, "--out", tmp_path / "r2", *TINY_SETS)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().endswith(
+        "gt.txt: line 2: malformed row, expected frame,id,x,y,w,h[,conf,class,visibility], got '2,1,10,10'"
+    )
+    assert not (tmp_path / "r2").exists()
