@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 # torch/torchvision pinned to the releases on this machine's disk (see README).
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo demo-detect test lint format bench clean
 
 install: $(STAMP)
 
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml Makefile
 
 demo: install
 	$(BIN)/sora demo --out runs/demo
+
+demo-detect: install
+	$(BIN)/sora demo --task detect --out runs/demo-detect
 
 test: install
 	$(BIN)/ruff check src tests benchmarks

@@ -326,6 +326,10 @@ def test_eval_report_and_predict(det_run, det_data, tmp_path):
         assert -1 <= m[key] <= 1
     assert set(m["visibility"]) == {"visible", "occluded"} and m["num_frames"] == 16
     assert set(m["per_class"]) <= set(synth_det.CLASSES)
+    assert 0 < m["operating_threshold"] <= 1  # the default --conf of predict from now on
+    from sora.inference.detector import Detector
+
+    assert Detector(det_run).operating_threshold() == m["operating_threshold"]
     assert (det_run / "eval" / "predictions" / "test_000.txt").is_file()
     for png in ("pr_curves.png", "ap_per_class.png", "hardest_frames.png"):
         assert (det_run / "eval" / png).stat().st_size > 1000
@@ -339,6 +343,10 @@ def test_eval_report_and_predict(det_run, det_data, tmp_path):
     fields = mot[0].split(",")
     assert len(fields) == 10 and fields[1] == "-1" and 1 <= int(fields[0]) <= 16
     assert 1 <= int(fields[7]) <= 3
+    # without --conf, predict keeps the boxes scoring at least the stored best-F1 threshold
+    kept = run_sora("predict", det_run, frames, check=True).stdout.splitlines()
+    assert len(kept) <= len(mot)
+    assert all(float(row.split(",")[6]) >= m["operating_threshold"] - 1e-4 for row in kept)
     video = tmp_path / "out.mp4"
     lines = run_sora(
         "predict",
@@ -357,6 +365,12 @@ def test_eval_report_and_predict(det_run, det_data, tmp_path):
 
     meta = probe(video)
     assert meta.num_frames == 16 and meta.height >= 360  # small frames are enlarged to draw
+
+
+def test_model_summary_of_a_detection_run(det_run):
+    info = json.loads(run_sora("model", "summary", det_run, "--json", check=True).stdout)
+    assert info["input_frame"] == [1, 3, 48, 64] and info["gflops_per_streamed_frame"] > 0
+    assert info["anchor_points"] == 6 * 8 + 3 * 4 + 2 * 2
 
 
 def test_detector_streams_the_same_in_chunks_as_frame_by_frame(det_run, det_data):

@@ -87,6 +87,8 @@ def cmd_summary(args) -> int:
     if args.config and Path(args.config).is_dir():  # a run or saved-model folder
         args.config = str(resolve_model_dir(args.config) / CONFIG)
     config = _config(args)
+    if config.task == "detect":
+        return _summary_detect(config, args.json)
     d = config.data
     h, w = d.crop if d.crop else (d.short_side, d.short_side)
     info = summarize(SoraNet(config.model), d.clip_len, h, w)
@@ -113,6 +115,33 @@ def cmd_summary(args) -> int:
     )
     for name, shape in info["scales"].items():
         print(f"features {name:<10}  {shape}  (C, H, W)")
+    return 0
+
+
+def _summary_detect(config, as_json: bool) -> int:
+    import torch
+
+    from sora.models.soradet import SoraDet
+    from sora.models.summary import count_flops
+
+    model = SoraDet(config.model, config.detect).eval()
+    h, w = config.detect.size
+    frame = torch.zeros(1, 3, h, w)
+    info = {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "input_frame": [1, 3, h, w],
+        "anchor_points": int(model.anchors(h, w)[0].shape[0]),
+        "gflops_per_streamed_frame": count_flops(model.step, frame, model.init_state(1)) / 1e9,
+    }
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return 0
+    d = config.detect
+    print(f"SoraDet  backbone={config.model.backbone} strides={d.strides} temporal={d.temporal}")
+    print(f"input frame           {info['input_frame']}  (B, 3, H, W)")
+    print(f"anchor points         {info['anchor_points']}")
+    print(f"parameters            {info['parameters']:,}")
+    print(f"GFLOPs per frame      {info['gflops_per_streamed_frame']:.4f}")
     return 0
 
 
@@ -193,6 +222,8 @@ def cmd_predict_detect(args) -> int:
     if len(args.videos) > 1 and (fmt == "mot" or args.save_video):
         raise ValueError("--format mot and --save-video take one source; use --format jsonl")
     detector = Detector(args.run)
+    if args.conf is None:
+        args.conf = detector.operating_threshold()
     writer = annotator = None
     if args.save_video:
         from sora.inference.draw import Annotator
@@ -427,8 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--conf",
         type=float,
-        default=0.3,
-        help="detection runs: lowest score written and drawn (default 0.3)",
+        default=None,
+        help="detection runs: lowest score written and drawn (default: the best-F1 threshold "
+        "`sora eval` stored in the run, else 0.3)",
     )
     s.add_argument(
         "--save-video",

@@ -149,6 +149,8 @@ class DetectConfig:
         point to a side is in ``(level_scale * s / 2, level_scale * s]``. FCOS uses 8 for
         800-pixel inputs; 2 spreads MotionShapes-Det's 6-48 pixel objects over 8/16/32.
     score_thresh, nms_iou, max_detections: post-processing of the per-frame detections.
+    agnostic_nms: suppress overlapping boxes whatever their class (one box per object), rather
+        than class by class.
     hflip: mirror training clips left-right with probability 0.5.
     """
 
@@ -165,6 +167,7 @@ class DetectConfig:
     score_thresh: float = 0.05
     nms_iou: float = 0.6
     max_detections: int = 100
+    agnostic_nms: bool = False
     hflip: bool = True
 
 

@@ -30,6 +30,15 @@ LONG_VIDEO_LABELS = (
 )
 
 
+def free_run_folder(out: Path) -> Path:
+    """``out/run``, or the first ``out/run-K`` not there yet: a demo never writes over a run."""
+    run, k = out / "run", 1
+    while run.exists():
+        k += 1
+        run = out / f"run-{k}"
+    return run
+
+
 def demo_config() -> Config:
     """The defaults (sized for MotionShapes on a 2-core CPU) with 10 epochs instead of 16, so
     the whole demo fits in 5 minutes there, plus MotionShapes' label-aware augmentation:
@@ -60,10 +69,7 @@ def run_demo(
     """
     out = Path(out)
     data = Path(data) if data is not None else out.parent / "motionshapes"
-    run, k = out / "run", 1
-    while run.exists():
-        k += 1
-        run = out / f"run-{k}"
+    run = free_run_folder(out)
     timings = {}
     t0 = time.perf_counter()
     log(f"[1/5] MotionShapes in {data} (cached after the first run)")

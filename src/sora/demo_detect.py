@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sora.config import Config, apply_overrides, default_config
 from sora.data import synth_det
+from sora.demo import free_run_folder
 from sora.evaluation.detection import evaluate_detection
 from sora.evaluation.report import write_report
 from sora.inference.detector import Detector
@@ -23,7 +24,7 @@ VIDEO_SEQUENCE = "test_000"
 def detect_demo_config() -> Config:
     """The detection defaults with the demo's epoch budget (fits 10 minutes on 2 CPU cores)."""
     config = default_config("detect")
-    config.train.epochs = 16
+    config.train.epochs = 8
     return config
 
 
@@ -32,7 +33,7 @@ def run_detect_demo(
     *,
     data: str | Path | None = None,
     overrides: list[str] | None = None,
-    sequences: tuple[int, int, int] = (24, 4, 8),
+    sequences: tuple[int, int, int] = (96, 8, 16),
     frames: int = 90,
     progress: bool = True,
     log=print,
@@ -44,10 +45,7 @@ def run_detect_demo(
     """
     out = Path(out)
     data = Path(data) if data is not None else out.parent / "motionshapes-det"
-    run, k = out / "run", 1
-    while run.exists():
-        k += 1
-        run = out / f"run-{k}"
+    run = free_run_folder(out)
     timings = {}
     t0 = time.perf_counter()
     log(f"[1/5] MotionShapes-Det in {data} (cached after the first run)")
@@ -81,6 +79,7 @@ def run_detect_demo(
         "best_val_map50": summary.get("best_val_map50"),
         "epochs": summary.get("epochs_run"),
         "frames_per_second": metrics["frames_per_second"],
+        "operating_threshold": metrics["operating_threshold"],
         "report": str(report),
         "video": str(video),
         **timings,
@@ -89,12 +88,14 @@ def run_detect_demo(
     return result
 
 
-def annotate_sequence(run: Path, sequence: Path, path: Path, conf: float = 0.3) -> Path:
-    """Detect in a MOT sequence's frames and write them annotated (supervision) as H.264."""
+def annotate_sequence(run: Path, sequence: Path, path: Path, conf: float | None = None) -> Path:
+    """Detect in a MOT sequence's frames and write them annotated (supervision) as H.264,
+    boxes scored ``conf`` or more (default: the run's best-F1 threshold from evaluation)."""
     from sora.data.mot import read_sequence
 
     seq = read_sequence(sequence)
     detector = Detector(run)
+    conf = detector.operating_threshold() if conf is None else conf
     annotator = Annotator(detector.classes)
     with VideoWriter(path, seq.fps, overwrite=True) as writer:
         for fd in detector.detect_video(
@@ -113,6 +114,7 @@ def format_detect_summary(result: dict) -> str:
         ("best val mAP50", f"{result['best_val_map50']:.3f}"),
         ("epochs", str(result["epochs"])),
         ("streamed frames/s (eval)", f"{result['frames_per_second']:.0f}"),
+        ("score threshold drawn (best F1)", f"{result['operating_threshold']:.2f}"),
         ("data generation / cache (s)", f"{result['data_seconds']:.1f}"),
         ("training (s)", f"{result['train_seconds']:.1f}"),
         ("evaluation (s)", f"{result['eval_seconds']:.1f}"),

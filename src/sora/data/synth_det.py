@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from sora.data.synth import _background, _polygon, _saturated_colour
+from sora.data.synth import _background, _blend, _polygon, _saturated_colour
 from sora.io.files import atomic_write_bytes, atomic_write_text
 
 CLASSES = ("circle", "square", "triangle")
@@ -155,7 +155,7 @@ def render_sequence(
         ox, oy = 4 + jitter[t, 0], 4 + jitter[t, 1]  # canvas offset of the view
         for shape, x, y, r, grey in distractors:
             pts = _polygon(shape, x[t] + 4, y[t] + 4, r, 0.0)
-            _fill(canvas, pts, (grey, grey, grey), 1.0)
+            _blend(canvas, pts, (grey, grey, grey), 1.0)
         masks = {}
         for k in order:
             tr = tracks[k]
@@ -167,7 +167,7 @@ def render_sequence(
             blur = math.hypot(vx, vy) > 3
             for s in (-1 / 6, 0.0, 1 / 6) if blur else (0.0,):
                 pts = _polygon(name, tr.x[t] + 4 + s * vx, tr.y[t] + 4 + s * vy, tr.r, tr.angle[t])
-                _fill(canvas, pts, tr.colour, tr.alpha[t] * (0.5 if blur else 1.0))
+                _blend(canvas, pts, tr.colour, tr.alpha[t] * (0.5 if blur else 1.0))
             view = [
                 (px - ox, py - oy)
                 for px, py in _polygon(name, tr.x[t] + 4, tr.y[t] + 4, tr.r, tr.angle[t])
@@ -175,7 +175,7 @@ def render_sequence(
             masks[k] = (_mask(view, w, h), view)
         for box, colour in pillars:
             x0, y0, x1, y1 = box
-            _fill(
+            _blend(
                 canvas,
                 [(x0 + 4, y0 + 4), (x1 + 4, y0 + 4), (x1 + 4, y1 + 4), (x0 + 4, y1 + 4)],
                 colour,
@@ -217,23 +217,6 @@ def render_sequence(
         frames[t] = np.clip(view_img, 0, 255).astype(np.uint8)
     rows.sort()
     return frames, rows
-
-
-def _fill(canvas: np.ndarray, pts, colour, alpha: float) -> None:
-    """Alpha-blend a filled polygon into ``canvas`` ``(H, W, 3)`` float32 in place."""
-    if alpha <= 0:
-        return
-    h, w = canvas.shape[:2]
-    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-    x0, y0 = max(0, int(math.floor(min(xs)))), max(0, int(math.floor(min(ys))))
-    x1, y1 = min(w, int(math.ceil(max(xs))) + 1), min(h, int(math.ceil(max(ys))) + 1)
-    if x1 <= x0 or y1 <= y0:
-        return
-    img = Image.new("L", (x1 - x0, y1 - y0), 0)
-    ImageDraw.Draw(img).polygon([(x - x0, y - y0) for x, y in pts], fill=255)
-    mask = np.asarray(img, dtype=np.float32)[..., None] * (alpha / 255.0)
-    region = canvas[y0:y1, x0:x1]
-    region += (np.asarray(colour, np.float32) - region) * mask
 
 
 def _write_sequence(args: tuple[Path, int, str, int, int]) -> str:

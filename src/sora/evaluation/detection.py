@@ -81,6 +81,7 @@ def evaluate_detection(
     out = Path(out) if out is not None else Path(run) / "eval"
     metrics, result, dets = score_sequences(sequences, lambda seq: detect_sequence(detector, seq))
     metrics["per_class"] = _per_class(result, classes)
+    metrics["operating_threshold"] = operating_threshold(result)
     metrics = {"task": "detect", "split": split, "data": str(data), **metrics}
     for seq in sequences:
         _write_mot(out / "predictions" / f"{seq.name}.txt", dets[seq.name])
@@ -168,6 +169,22 @@ def _per_class(result: dict, classes: list[str]) -> dict:
             "recall50": round(float(recall[0, k, 0, -1]), 4),
         }
     return out
+
+
+def operating_threshold(result: dict, fallback: float = 0.3) -> float:
+    """The score at each class's best-F1 point of its PR curve at IoU 0.5 (COCO's
+    interpolated precision and the score at each recall step), averaged over the classes:
+    the default ``--conf`` of ``sora predict`` once a run is evaluated."""
+    precision, scores = result["precision"], result["scores"]  # (T, R, K, A, M)
+    recall = torch.linspace(0, 1, precision.shape[1])
+    picks = []
+    for k in range(precision.shape[2]):
+        p, s = precision[0, :, k, 0, -1], scores[0, :, k, 0, -1]
+        ok = (p > 0) & (s > 0)
+        if ok.any():
+            f1 = torch.where(ok, 2 * p * recall / (p + recall).clamp_min(1e-9), -1)
+            picks.append(float(s[int(f1.argmax())]))
+    return round(sum(picks) / len(picks), 3) if picks else fallback
 
 
 def _pr_curves(result: dict, classes: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -60,80 +60,8 @@ def write_report(run: str | Path, extra_sections: list[tuple[str, str]] | None =
     ]
     if ev and ev.get("task") == "detect":
         parts += _detection_sections(run, ev, summary, rows)
-        for title, body in extra_sections or []:
-            parts.append(f"<h2>{html.escape(title)}</h2>{body}")
-        parts.append(f"<h2>Config</h2><pre>{html.escape(config)}</pre></body></html>")
-        path = run / "report.html"
-        atomic_write_text(path, "\n".join(parts))
-        return path
-    cards = []
-    if ev:
-        cards += [
-            ("test accuracy", f"{ev['accuracy']:.3f}"),
-            ("top-5", f"{ev['top5']:.3f}"),
-            ("macro recall", f"{ev['macro_recall']:.3f}"),
-            ("macro F1", f"{ev['macro_f1']:.3f}"),
-            ("test videos", str(ev["num_videos"])),
-        ]
-    if summary:
-        if summary.get("best_val_acc") is not None:
-            cards.append(("best val accuracy", f"{summary['best_val_acc']:.3f}"))
-        cards += [
-            ("epochs", str(summary.get("epochs_run"))),
-            ("train time", f"{summary.get('train_seconds', 0):.0f} s"),
-        ]
-    parts.append(
-        "<div class='cards'>"
-        + "".join(
-            f"<div class='card'><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>"
-            for k, v in cards
-        )
-        + "</div>"
-    )
-    parts.append(
-        "<h2>Training curves</h2><div class='grid'>"
-        + _img(plot_dir / "loss.png", "loss curves")
-        + _img(plot_dir / "accuracy.png", "accuracy curves")
-        + "</div>"
-    )
-    if ev:
-        parts.append(
-            f"<h2>Evaluation ({html.escape(ev.get('split', 'test'))} split, "
-            f"{ev.get('views', 1)} views per video)</h2><div class='grid'>"
-            + _img(run / "eval" / "confusion_matrix.png", "confusion matrix")
-            + _img(run / "eval" / "per_class_recall.png", "per-class recall")
-            + "</div>"
-        )
-        parts.append(
-            "<h3>Per class</h3><table><tr><th>class</th><th>precision</th><th>recall</th>"
-            "<th>F1</th><th>videos</th></tr>"
-        )
-        for name, m in ev["per_class"].items():
-            parts.append(
-                f"<tr><td>{html.escape(name)}</td><td>{m['precision']:.3f}</td>"
-                f"<td>{m['recall']:.3f}</td><td>{m['f1']:.3f}</td><td>{m['support']}</td></tr>"
-            )
-        parts.append(
-            "</table><h3>Most confident mistakes</h3>"
-            + _img(run / "eval" / "mistakes.png", "mistakes")
-        )
-        bad = ev.get("skipped", []) + ev.get("failed", [])
-        if bad:
-            parts.append(
-                "<h3>Unreadable videos (skipped)</h3><ul>"
-                + "".join(f"<li>{html.escape(p)}: {html.escape(r)}</li>" for p, r in bad)
-                + "</ul>"
-            )
-    if rows:
-        parts.append(
-            "<h2>Per epoch</h2><table><tr>"
-            + "".join(f"<th>{k}</th>" for k in rows[0])
-            + "</tr>"
-            + "".join(
-                "<tr>" + "".join(f"<td>{v:.4g}</td>" for v in r.values()) + "</tr>" for r in rows
-            )
-            + "</table>"
-        )
+    else:
+        parts += _classification_sections(run, ev, summary, rows)
     for title, body in extra_sections or []:
         parts.append(f"<h2>{html.escape(title)}</h2>{body}")
     parts.append(f"<h2>Config</h2><pre>{html.escape(config)}</pre></body></html>")
@@ -181,6 +109,7 @@ def _detection_sections(run: Path, ev: dict, summary: dict, rows: list[dict]) ->
         ("mAP50, visible boxes", f"{vis['visible']['map_50']:.3f}"),
         ("mAP50, occluded boxes", f"{vis['occluded']['map_50']:.3f}"),
         ("streamed frames/s", f"{ev['frames_per_second']:.0f}"),
+        ("best-F1 score threshold", f"{ev.get('operating_threshold', 0.3):.2f}"),
         ("test frames", str(ev["num_frames"])),
     ]
     if summary.get("best_val_map50") is not None:
@@ -247,5 +176,73 @@ def _detection_sections(run: Path, ev: dict, summary: dict, rows: list[dict]) ->
         parts.append(
             "<h2>Per epoch</h2>"
             + _table(list(rows[0]), [[float(v) for v in r.values()] for r in rows])
+        )
+    return parts
+
+
+def _classification_sections(run: Path, ev: dict | None, summary: dict, rows: list[dict]) -> list:
+    """Cards, curves, confusion matrix, per-class table and mistakes of a classification run."""
+    plot_dir = run / "plots"
+    parts: list[str] = []
+    cards = []
+    if ev:
+        cards += [
+            ("test accuracy", f"{ev['accuracy']:.3f}"),
+            ("top-5", f"{ev['top5']:.3f}"),
+            ("macro recall", f"{ev['macro_recall']:.3f}"),
+            ("macro F1", f"{ev['macro_f1']:.3f}"),
+            ("test videos", str(ev["num_videos"])),
+        ]
+    if summary:
+        if summary.get("best_val_acc") is not None:
+            cards.append(("best val accuracy", f"{summary['best_val_acc']:.3f}"))
+        cards += [
+            ("epochs", str(summary.get("epochs_run"))),
+            ("train time", f"{summary.get('train_seconds', 0):.0f} s"),
+        ]
+    parts.append(_cards(cards))
+    parts.append(
+        "<h2>Training curves</h2><div class='grid'>"
+        + _img(plot_dir / "loss.png", "loss curves")
+        + _img(plot_dir / "accuracy.png", "accuracy curves")
+        + "</div>"
+    )
+    if ev:
+        parts.append(
+            f"<h2>Evaluation ({html.escape(ev.get('split', 'test'))} split, "
+            f"{ev.get('views', 1)} views per video)</h2><div class='grid'>"
+            + _img(run / "eval" / "confusion_matrix.png", "confusion matrix")
+            + _img(run / "eval" / "per_class_recall.png", "per-class recall")
+            + "</div>"
+        )
+        parts.append(
+            "<h3>Per class</h3><table><tr><th>class</th><th>precision</th><th>recall</th>"
+            "<th>F1</th><th>videos</th></tr>"
+        )
+        for name, m in ev["per_class"].items():
+            parts.append(
+                f"<tr><td>{html.escape(name)}</td><td>{m['precision']:.3f}</td>"
+                f"<td>{m['recall']:.3f}</td><td>{m['f1']:.3f}</td><td>{m['support']}</td></tr>"
+            )
+        parts.append(
+            "</table><h3>Most confident mistakes</h3>"
+            + _img(run / "eval" / "mistakes.png", "mistakes")
+        )
+        bad = ev.get("skipped", []) + ev.get("failed", [])
+        if bad:
+            parts.append(
+                "<h3>Unreadable videos (skipped)</h3><ul>"
+                + "".join(f"<li>{html.escape(p)}: {html.escape(r)}</li>" for p, r in bad)
+                + "</ul>"
+            )
+    if rows:
+        parts.append(
+            "<h2>Per epoch</h2><table><tr>"
+            + "".join(f"<th>{k}</th>" for k in rows[0])
+            + "</tr>"
+            + "".join(
+                "<tr>" + "".join(f"<td>{v:.4g}</td>" for v in r.values()) + "</tr>" for r in rows
+            )
+            + "</table>"
         )
     return parts

@@ -9,6 +9,7 @@ memory for ``chunk`` frames only. Live sources use ``chunk=1``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
@@ -41,6 +42,7 @@ class Detector:
     """Load a detection run (or saved-model folder) once; detect in many sources."""
 
     def __init__(self, run: str | Path, device: str | torch.device | None = None):
+        self.run = Path(run)
         self.model, self.config, self.classes = load_model(resolve_model_dir(run))
         if self.config.task != "detect":
             raise CheckpointError(f"a {self.config.task} model, not a detection model", run)
@@ -49,6 +51,16 @@ class Detector:
         self.size = tuple(self.config.detect.size)  # (H, W) the model sees
         self.mean = torch.tensor(self.config.data.mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(self.config.data.std, device=self.device).view(1, 3, 1, 1)
+
+    def operating_threshold(self, fallback: float = 0.3) -> float:
+        """The best-F1 score threshold ``sora eval`` stored in ``RUN/eval/metrics.json``, or
+        ``fallback`` for a run not evaluated yet."""
+        path = self.run / "eval" / "metrics.json"
+        if path.is_file():
+            value = json.loads(path.read_text()).get("operating_threshold")
+            if isinstance(value, int | float):
+                return float(value)
+        return fallback
 
     def prepare(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 ``(N, 3, h, w)`` at any size -> normalized float ``(N, 3, H, W)`` at the

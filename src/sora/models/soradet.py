@@ -231,7 +231,8 @@ class SoraDet(nn.Module):
         self, out: Outputs, height: int, width: int, score_thresh: float | None = None
     ) -> list[dict]:
         """Per-frame outputs (``(N, A, ...)``, no ``T`` axis) -> N dicts of ``boxes (n, 4)``
-        xyxy pixels, ``scores (n,)``, ``labels (n,)`` 0-based, after class-wise NMS.
+        xyxy pixels, ``scores (n,)``, ``labels (n,)`` 0-based, after NMS (class-wise, or
+        over all classes with ``detect.agnostic_nms``).
 
         The score is ``sqrt(sigmoid(cls) * sigmoid(ctrness))`` as in FCOS.
         """
@@ -250,7 +251,8 @@ class SoraDet(nn.Module):
             idx, labels = keep // self.num_classes, keep % self.num_classes
             boxes = self.box_coder.decode(reg[idx].float(), anchors[idx])
             boxes = clip_boxes_to_image(boxes, (height, width))
-            kept = batched_nms(boxes, flat[keep], labels, cfg.nms_iou)[: cfg.max_detections]
+            groups = torch.zeros_like(labels) if cfg.agnostic_nms else labels
+            kept = batched_nms(boxes, flat[keep], groups, cfg.nms_iou)[: cfg.max_detections]
             results.append(
                 {"boxes": boxes[kept], "scores": flat[keep][kept], "labels": labels[kept]}
             )

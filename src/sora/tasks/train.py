@@ -259,8 +259,9 @@ def train(
         ckpt = load_checkpoint_file(last)
         saved = ckpt.get("hyper_parameters", {}).get("config", {})
         mine = config.to_dict()
+        # runs saved before the task/detect sections existed have neither: defaults then
         same = (
-            all(saved.get(k) == mine[k] for k in ("model", "detect"))
+            all(saved.get(k, mine[k]) == mine[k] for k in ("model", "detect"))
             and saved.get("task", "classify") == mine["task"]
         )
         if not same or ckpt["hyper_parameters"].get("classes") != classes:
