@@ -36,7 +36,7 @@ format: install
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-# not part of `make test`: about an hour on a 2-core CPU; each script rewrites its own
+# not part of `make test`: about an hour and a half on a 2-core CPU; each script rewrites its own
 # section of benchmarks/RESULTS.md
 bench: install
 	$(BIN)/python -m pip install -q -e '.[bench]'
@@ -44,6 +44,8 @@ bench: install
 	$(BIN)/python benchmarks/peers.py
 	$(BIN)/python benchmarks/ablations.py
 	$(BIN)/python benchmarks/streaming.py
+	$(BIN)/python benchmarks/detection.py --seconds 240
+	$(BIN)/python benchmarks/detection_stream.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -19,6 +19,7 @@ benchmarks/RESULTS.md and the RSS curves into benchmarks/streaming_rss.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -34,6 +35,28 @@ def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@contextlib.contextmanager
+def sampled_rss(every: float = 0.2):
+    """Within: a thread appends ``(seconds since entry, RSS in MB)`` to the yielded list every
+    ``every`` seconds."""
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+    t0 = time.perf_counter()
+
+    def sampler():
+        while not stop.is_set():
+            samples.append((time.perf_counter() - t0, rss_mb()))
+            stop.wait(every)
+
+    thread = threading.Thread(target=sampler, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
 
 
 def make_inputs(root: Path, minutes: float) -> tuple[Path, Path]:
@@ -78,29 +101,18 @@ def run_mode(mode: str, video: str, model_dir: str) -> dict:
     pred = Predictor(model_dir, device="cpu")
     h, w = pred.config.data.crop
     model = pred.model
-    samples: list[tuple[float, float]] = []
-    stop = threading.Event()
     t0 = time.perf_counter()
-
-    def sampler():
-        while not stop.is_set():
-            samples.append((time.perf_counter() - t0, rss_mb()))
-            stop.wait(0.2)
-
-    thread = threading.Thread(target=sampler, daemon=True)
-    thread.start()
-    if mode == "stream":
-        outputs = sum(1 for _ in pred.stream(video))
-        calls = outputs
-        flops = count_flops(model.step, torch.zeros(1, 3, h, w), model.init_state(1))
-    else:
-        stride = 1.0 / pred.fps if mode == "sliding, stride 1 frame" else None
-        outputs = len(pred.timeline(video, stride=stride, batch=16))
-        calls = outputs  # one clip per window
-        flops = count_flops(model, torch.zeros(1, pred.clip_len, 3, h, w))
-    seconds = time.perf_counter() - t0
-    stop.set()
-    thread.join()
+    with sampled_rss() as samples:
+        if mode == "stream":
+            outputs = sum(1 for _ in pred.stream(video))
+            calls = outputs
+            flops = count_flops(model.step, torch.zeros(1, 3, h, w), model.init_state(1))
+        else:
+            stride = 1.0 / pred.fps if mode == "sliding, stride 1 frame" else None
+            outputs = len(pred.timeline(video, stride=stride, batch=16))
+            calls = outputs  # one clip per window
+            flops = count_flops(model, torch.zeros(1, pred.clip_len, 3, h, w))
+        seconds = time.perf_counter() - t0
     return {
         "mode": mode,
         "outputs": outputs,
@@ -111,7 +123,7 @@ def run_mode(mode: str, video: str, model_dir: str) -> dict:
     }
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, title: str = "Memory while labelling a long video") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,7 +136,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_xlabel("progress through the 10-minute video (%)")
     ax.set_ylabel("RSS (MB)")
     ax.set_ylim(bottom=0)
-    ax.set_title("Memory while labelling a long video")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -216,6 +216,7 @@ def test_streaming_equals_offline(temporal):
     torch.manual_seed(0)
     config = tiny_det_config(**{"detect.temporal": temporal})
     model = SoraDet(config.model, config.detect).eval()
+    open_gates(model)
     clip = torch.randn(2, 5, 3, 48, 64)
     with torch.no_grad():
         offline = model(clip)
@@ -240,10 +241,39 @@ def test_streaming_equals_offline(temporal):
     assert (model.cells is None) == (temporal == "none")
 
 
+def open_gates(model: SoraDet) -> None:
+    """Trained models have non-zero memory gates; fresh ones start at 0 (no memory)."""
+    if model.gates is not None:
+        with torch.no_grad():
+            for gate in model.gates:
+                gate.uniform_(0.5, 1.5)
+
+
+def test_an_untrained_soradet_is_its_per_frame_ablation():
+    """The memory gates start at zero: with the same weights, the recurrent model gives the
+    per-frame model's outputs until training opens them."""
+    torch.manual_seed(0)
+    config = tiny_det_config()
+    recurrent = SoraDet(config.model, config.detect).eval()
+    ablation = SoraDet(config.model, tiny_det_config(**{"detect.temporal": "none"}).detect)
+    missing, unexpected = ablation.load_state_dict(recurrent.state_dict(), strict=False)
+    assert (
+        not missing and unexpected and all(k.startswith(("cells.", "gates.")) for k in unexpected)
+    )
+    clip = torch.randn(1, 4, 3, 48, 64)
+    with torch.no_grad():
+        a, b = recurrent(clip), ablation.eval()(clip)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k])
+        open_gates(recurrent)
+        assert not torch.allclose(recurrent(clip)["cls_logits"], b["cls_logits"])
+
+
 def test_memory_changes_outputs_and_the_ablation_has_none():
     torch.manual_seed(0)
     config = tiny_det_config()
     model = SoraDet(config.model, config.detect).eval()
+    open_gates(model)
     clip = torch.randn(1, 3, 3, 48, 64)
     with torch.no_grad():
         a = model(clip)["cls_logits"][:, -1]
@@ -377,6 +407,7 @@ def test_detector_streams_the_same_in_chunks_as_frame_by_frame(det_run, det_data
     from sora.inference.detector import Detector
 
     det = Detector(det_run)
+    assert all(g.abs().max() > 0 for g in det.model.gates), "training opens the memory gates"
     seq = read_split(det_data, "test")[0]
     store = FrameStore(seq, (seq.height, seq.width))
     frames = [(store.get(k), k) for k in range(1, 9)]
