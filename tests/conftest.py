@@ -86,10 +86,12 @@ def run_sora(*args, check=False, timeout=600, **kwargs) -> subprocess.CompletedP
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_data, tmp_path_factory) -> Path:
-    """A run trained for 2 epochs on ``tiny_data`` through the CLI."""
+    """A run trained for 2 epochs on ``tiny_data`` through the CLI; what the command printed
+    (stdout then stderr) is kept beside it in ``train_output.txt``."""
     run = tmp_path_factory.mktemp("runs") / "run"
     sets = [x for o in tiny_overrides() for x in ("--set", o)]
-    run_sora(
+    proc = run_sora(
         "train", "--data", tiny_data, "--out", run, "--epochs", 2, "--quiet", *sets, check=True
     )
+    (run.parent / "train_output.txt").write_text(proc.stdout + proc.stderr)
     return run

@@ -135,6 +135,10 @@ def test_motionshapes_layout_annotations_and_determinism(tiny_data):
     assert np.array_equal(a_frames, b_frames) and a_ann == b_ann
     c_frames, _ = synth.render_clip(1, "train", 3, 7)
     assert not np.array_equal(a_frames[:1], c_frames[:1])
+    # the same bytes on every machine: x264's output depends on its thread count, which
+    # FFmpeg otherwise takes from the cores; x264 writes its settings into the stream
+    video = next((tiny_data / "train" / "grow").glob("*.mp4")).read_bytes()
+    assert b" threads=1 " in video and b" lookahead_threads=1 " in video
 
 
 def _centre(box):

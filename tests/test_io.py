@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from fractions import Fraction
 
@@ -233,6 +235,26 @@ def test_write_video_is_atomic_and_refuses_overwrite(make_video):
         write_video(path.with_name("x.mp4"), frames_with_index(4, 33, 47), 10)
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["v.mp4"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_respect_the_umask(tmp_path, umask):
+    """Atomic writes give the mode ``open`` would (0o666 less the umask), not mkstemp's 0o600:
+    a shared run folder or a web server must be able to read the report."""
+    from sora.io.files import atomic_write_bytes, atomic_write_text
+    from sora.io.video import VideoWriter
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "report.html", "<html></html>")
+        atomic_write_bytes(tmp_path / "model.safetensors", b"x")
+        writer = VideoWriter(tmp_path / "out.mp4", fps=10)
+        writer.write(np.zeros((32, 32, 3), np.uint8))
+        writer.close()
+    finally:
+        os.umask(old)
+    for name in ("report.html", "model.safetensors", "out.mp4"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
 
 
 def test_cli_inspect_lists_bad_files(tiny_data, tmp_path):

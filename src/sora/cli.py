@@ -388,6 +388,9 @@ def cmd_demo(args) -> int:
     return 0
 
 
+SET_HELP = "override one config value, e.g. train.lr=1e-3 (repeatable)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sora", description="Deep-learning video analysis.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -418,8 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None, help="processes (default: up to 4)")
     s.set_defaults(func=cmd_synth)
     s = data.add_parser("inspect", help="classes, counts, durations, fps, sizes, unreadable files")
-    s.add_argument("root")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("root", help="dataset folder: a folder per class, a manifest or a MOT layout")
+    s.add_argument("--json", action="store_true", help="print JSON rather than text")
     s.set_defaults(func=cmd_inspect)
 
     model = sub.add_parser("model", help="model tools").add_subparsers(
@@ -427,29 +430,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s = model.add_parser("summary", help="parameters, GFLOPs, feature shapes")
     s.add_argument("config", nargs="?", help="config YAML or run folder (default: built-in)")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
+    s.add_argument("--json", action="store_true", help="print JSON rather than text")
     s.set_defaults(func=cmd_summary)
 
     s = sub.add_parser("train", help="train on a folder-per-class dataset or a CSV manifest")
-    s.add_argument("--data", required=True)
-    s.add_argument("--config")
-    s.add_argument("--out", default="runs/train")
-    s.add_argument("--epochs", type=int)
-    s.add_argument("--set", action="append", metavar="KEY=VALUE")
+    s.add_argument(
+        "--data",
+        required=True,
+        help="a folder per class, a CSV manifest, or a MOTChallenge layout (task=detect)",
+    )
+    s.add_argument("--config", help="config YAML (default: the built-in one for the task)")
+    s.add_argument("--out", default="runs/train", help="run folder (default runs/train)")
+    s.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("eval", help="metrics on a split; writes RUN/eval/")
-    s.add_argument("run")
-    s.add_argument("--data", required=True)
-    s.add_argument("--split", default="test", choices=["train", "val", "test"])
-    s.add_argument("--views", type=int)
+    s.add_argument("run", help="run folder")
+    s.add_argument("--data", required=True, help="the dataset folder the split is read from")
+    s.add_argument(
+        "--split", default="test", choices=["train", "val", "test"], help="(default test)"
+    )
+    s.add_argument(
+        "--views",
+        type=int,
+        help="classify: clips averaged per video (default: the run's data.test_views)",
+    )
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("report", help="write RUN/report.html")
-    s.add_argument("run")
+    s.add_argument("run", help="run folder (reads its metrics.csv and eval/)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("predict", help="labels for videos, timelines for long ones")
@@ -467,15 +480,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT.mp4",
         help="detection runs: write an annotated H.264 video (boxes, class, score)",
     )
-    s.add_argument("--window", type=float, help="seconds (default: the trained clip length)")
-    s.add_argument("--stride", type=float, help="seconds (default: half a window)")
+    s.add_argument(
+        "--window",
+        type=float,
+        help="classify: timeline window in seconds (default: the trained clip length)",
+    )
+    s.add_argument(
+        "--stride", type=float, help="classify: seconds between windows (default: half a window)"
+    )
     s.add_argument(
         "--format",
         choices=["json", "csv", "jsonl", "mot"],
         help="output: classify json (default), csv, jsonl; detect mot (default: MOTChallenge "
         "rows frame,-1,x,y,w,h,score,class,-1,-1), jsonl (one line per frame), csv",
     )
-    s.add_argument("--stream", action="store_true", help="frame by frame with the RNN state")
+    s.add_argument(
+        "--stream",
+        action="store_true",
+        help="classify: frame by frame with the RNN state, a label per frame",
+    )
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("demo", help="MotionShapes -> train -> eval -> report -> predict")
@@ -485,12 +508,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="classify",
         help="classify (default) or detect: MotionShapes-Det -> SoraDet -> annotated video",
     )
-    s.add_argument("--out", default="runs/demo")
+    s.add_argument(
+        "--out",
+        default="runs/demo",
+        help="demo folder; the run goes to OUT/run, or OUT/run-K if taken (default runs/demo)",
+    )
     s.add_argument(
         "--data", help="dataset folder (default: OUT/../motionshapes or OUT/../motionshapes-det)"
     )
-    s.add_argument("--set", action="append", metavar="KEY=VALUE")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_demo)
     return p
 

@@ -40,12 +40,12 @@ def free_run_folder(out: Path) -> Path:
 
 
 def demo_config() -> Config:
-    """The defaults (sized for MotionShapes on a 2-core CPU) with 10 epochs instead of 16, so
+    """The defaults (sized for MotionShapes on a 2-core CPU) with 12 epochs instead of 16, so
     the whole demo fits in 5 minutes there, plus MotionShapes' label-aware augmentation:
     every class pair is the other's time reversal, and a mirror swaps
     slide_left/slide_right and rotate_cw/rotate_ccw."""
     config = Config()
-    config.train.epochs = 10
+    config.train.epochs = 12
     config.data.reverse_pairs = [list(p) for p in synth.REVERSE_PAIRS]
     config.data.hflip = True
     config.data.hflip_pairs = [list(p) for p in synth.MIRROR_PAIRS]

@@ -290,7 +290,7 @@ def _write_one(args: tuple[Path, int, str, int, int]) -> str:
     if video.exists() and ann_path.exists():
         return str(video)  # cached: generation is deterministic
     frames, ann = render_clip(seed, split, label_index, index)
-    write_video(video, frames, ann["fps"], overwrite=True)
+    write_video(video, frames, ann["fps"], threads=1, overwrite=True)
     atomic_write_text(ann_path, json.dumps(ann))
     return str(video)
 
@@ -370,5 +370,5 @@ def long_video(
         chunks.append(np.stack(resized)[idx])
         segments.append({"label": label, "start": t, "end": t + n_out / fps})
         t += n_out / fps
-    write_video(path, np.concatenate(chunks), fps, overwrite=True)
+    write_video(path, np.concatenate(chunks), fps, threads=1, overwrite=True)
     return segments

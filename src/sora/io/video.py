@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from sora.errors import VideoReadError
+from sora.io.files import temp_file_beside
 
 VIDEO_EXTENSIONS = (
     ".mp4",
@@ -486,6 +486,10 @@ class VideoWriter:
     Use as a context manager; ``write`` takes ``(H, W, 3)`` uint8 RGB frames of one size.
     ``libx264`` (H.264) and ``mpeg4`` need even width and height: odd frames are padded by
     one pixel (edge copied).
+
+    ``threads``: encoder threads, 0 lets FFmpeg choose (from the machine's cores). x264's
+    output depends on its thread count, so files that must be the same bytes on every machine
+    (the synthetic datasets) are written with a fixed count.
     """
 
     def __init__(
@@ -495,16 +499,15 @@ class VideoWriter:
         *,
         codec: str = "libx264",
         crf: int = 23,
+        threads: int = 0,
         overwrite: bool = False,
     ):
         self.path = Path(path)
+        self.threads = threads
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path}: exists (pass overwrite=True to replace it)")
         self.fps, self.codec, self.crf = fps, codec, crf
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(
-            prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent
-        )
+        fd, self._tmp = temp_file_beside(self.path, suffix=self.path.suffix)
         os.close(fd)
         self._container = None
         self._stream = None
@@ -518,6 +521,7 @@ class VideoWriter:
         rate = Fraction(self.fps).limit_denominator(1001)
         self._stream = self._container.add_stream(self.codec, rate=rate)
         self._stream.width, self._stream.height, self._stream.pix_fmt = w, h, pix_fmt
+        self._stream.codec_context.thread_count = self.threads
         if self.codec == "libx264":
             self._stream.options = {"crf": str(self.crf), "preset": "veryfast"}
 
@@ -566,6 +570,7 @@ def write_video(
     *,
     codec: str = "libx264",
     crf: int = 23,
+    threads: int = 0,
     overwrite: bool = False,
 ) -> Path:
     """Encode frames to a video file, atomically (temp file in the same folder, then rename).
@@ -574,6 +579,7 @@ def write_video(
         frames: ``(T, H, W, 3)`` uint8 numpy array or ``(T, 3, H, W)`` uint8 tensor.
         fps: frame rate (may be fractional).
         codec: FFmpeg encoder name. ``libx264`` and ``mpeg4`` need even width and height.
+        threads: encoder threads (0: FFmpeg chooses; see :class:`VideoWriter`).
         overwrite: refuse to replace an existing file unless set.
     """
     path = Path(path)
@@ -587,7 +593,9 @@ def write_video(
     t, h, w, _ = frames.shape
     if codec != "mjpeg" and (h % 2 or w % 2):
         raise ValueError(f"{codec} with yuv420p needs even width and height, got {w}x{h}")
-    with VideoWriter(path, fps, codec=codec, crf=crf, overwrite=overwrite) as writer:
+    with VideoWriter(
+        path, fps, codec=codec, crf=crf, threads=threads, overwrite=overwrite
+    ) as writer:
         for image in frames:
             writer.write(image)
     return path

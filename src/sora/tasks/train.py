@@ -16,11 +16,14 @@ arbitrary objects.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,53 @@ from sora.tasks.classification import VideoClassifier, VideoDataModule, class_we
 
 #: What each task's best checkpoint and early stopping watch (higher is better).
 MONITOR = {"classify": "val_acc", "detect": "val_map50"}
+
+
+class StartLine(Callback):
+    """Prints Sora's one line about the fit when it starts (rank 0), in place of Lightning's
+    device block: ``training detect on 2 x cpu, ddp over gloo (32-true), up to 8 epochs;
+    run in RUN``."""
+
+    def __init__(self, task: str, out: Path):
+        self.task, self.out = task, out
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        where = f"{trainer.world_size} x {pl_module.device.type}"
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            kind = type(trainer.strategy).__name__.removesuffix("Strategy").lower()
+            where += f", {kind} over {dist.get_backend()}"
+        print(
+            f"training {self.task} on {where} ({trainer.precision}), up to "
+            f"{trainer.max_epochs} epochs; run in {self.out}",
+            flush=True,
+        )
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Within: Lightning's INFO lines (the "GPU available" block, its advertising "Tip"s, the
+    DDP set-up lines; :class:`StartLine` says what matters of them) and
+    the ``LeafSpec`` deprecation warning that Lightning's own code triggers in torch are not
+    shown. Lightning's warnings and errors still are; the previous levels come back after."""
+    names = (
+        "pytorch.utilities.rank_zero",
+        "fabric.utilities.rank_zero",
+        "fabric.utilities.distributed",
+    )
+    loggers = [logging.getLogger(f"lightning.{name}") for name in names]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*\bLeafSpec\b.*deprecated")
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
 
 
 def _task(config: Config, data: Path) -> tuple[L.LightningDataModule, L.LightningModule, list]:
@@ -294,7 +344,7 @@ def train(
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    callbacks = [history, ckpt_best, ckpt_last, FlushDenormals()]
+    callbacks = [history, ckpt_best, ckpt_last, FlushDenormals(), StartLine(config.task, out)]
     if t.checkpoint_every_n_steps:  # also mid-epoch, into the same last.ckpt
         callbacks.append(
             _MidEpochCheckpoint(
@@ -308,27 +358,28 @@ def train(
     if t.early_stop_patience > 0:
         callbacks.append(EarlyStopping(monitor, mode="max", patience=t.early_stop_patience))
     on_gpu = torch.cuda.is_available() and t.accelerator in ("auto", "gpu", "cuda")
-    trainer = L.Trainer(
-        max_epochs=t.epochs,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        strategy=t.strategy,
-        num_nodes=t.num_nodes,
-        precision=_precision(config),
-        gradient_clip_val=t.grad_clip or None,
-        deterministic=t.deterministic if not on_gpu else "warn",
-        callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
-        logger=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        default_root_dir=out,
-        num_sanity_val_steps=0,
-        max_time=max_time,
-        log_every_n_steps=10,
-    )
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=last if resume else None, weights_only=True)
+    with quiet_lightning():
+        trainer = L.Trainer(
+            max_epochs=t.epochs,
+            accelerator=t.accelerator,
+            devices=t.devices,
+            strategy=t.strategy,
+            num_nodes=t.num_nodes,
+            precision=_precision(config),
+            gradient_clip_val=t.grad_clip or None,
+            deterministic=t.deterministic if not on_gpu else "warn",
+            callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
+            logger=False,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            default_root_dir=out,
+            num_sanity_val_steps=0,
+            max_time=max_time,
+            log_every_n_steps=10,
+        )
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=dm, ckpt_path=last if resume else None, weights_only=True)
     seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}
