@@ -184,3 +184,66 @@ def test_dataloader_with_workers(tiny_data):
     batches = list(loader)
     assert sum(b["video"].shape[0] for b in batches) == 30
     assert batches[0]["video"].shape == (5, 4, 3, 32, 32) and batches[0]["label"].shape == (5,)
+
+
+# -- sampling fitted to the data (sora.data.fit) -------------------------------------------
+
+
+def _videos(n=5, duration=5.0, fps=30.0, w=160, h=120):
+    from sora.data.fit import VideoStats
+
+    return [VideoStats(duration, fps, w, h) for _ in range(n)]
+
+
+def test_fit_raises_fps_for_videos_shorter_than_a_clip():
+    from sora.config import DataConfig
+    from sora.data.fit import fit_sampling
+
+    fit = fit_sampling(DataConfig(), _videos(duration=0.64, fps=25.0))  # the issue's footage
+    assert fit.fps == 25.0 and len(fit.notes) == 1
+    assert fit.notes[0].startswith("data.fps 8 -> 25: the median training video lasts 0.64 s")
+    assert fit.stats["median_native_fps"] == 25.0
+    # never above the native rate, and no note when a clip already covers the videos
+    assert fit_sampling(DataConfig(), _videos(duration=0.64, fps=12.0)).fps == 12.0
+    long = fit_sampling(DataConfig(), _videos(duration=5.0))
+    assert long.fps == 8.0 and long.notes == []
+    # the median decides: one short video among long ones changes nothing
+    mixed = _videos(4, duration=5.0) + _videos(1, duration=0.3)
+    assert fit_sampling(DataConfig(), mixed).fps == 8.0
+    assert fit_sampling(DataConfig(), []).fps == 8.0
+
+
+def test_fit_says_when_frames_repeat_are_enlarged_or_cropped_away():
+    from sora.config import DataConfig
+    from sora.data.fit import fit_sampling
+
+    few = fit_sampling(DataConfig(), _videos(duration=0.3, fps=25.0))
+    assert few.fps == 25.0
+    assert "the median video has 8 frames at 25 fps, a clip takes 16" in few.notes[1]
+    assert "--set data.clip_len=7" in few.notes[1]
+    fast = fit_sampling(DataConfig(fps=30.0), _videos(duration=5.0, fps=15.0))
+    assert fast.notes == ["frames repeat: data.fps 30 is above the videos' native 15 fps"]
+    wide = fit_sampling(DataConfig(), _videos(w=200, h=40))
+    assert wide.fps == 8.0 and len(wide.notes) == 2
+    assert wide.notes[0].startswith("frames are enlarged: the median video is 40 px")
+    assert wide.notes[1].startswith("the 64x80 crop keeps 25% of a 64x320 frame")
+
+
+def test_probe_items_reads_duration_rate_and_size_with_manifest_windows(make_video):
+    from types import SimpleNamespace
+
+    from sora.data.fit import probe_items
+
+    path = make_video(n=30, fps=15.0, h=48, w=64)
+    stats = probe_items(
+        [
+            SimpleNamespace(path=path),
+            SimpleNamespace(path=path, start=0.5, end=1.5),
+            SimpleNamespace(path=path.with_name("missing.mp4")),  # skipped, not an error
+        ]
+    )
+    assert len(stats) == 2
+    whole, window = stats
+    assert whole.duration == pytest.approx(2.0, abs=0.07) and whole.fps == pytest.approx(15)
+    assert (whole.width, whole.height) == (64, 48)
+    assert window.duration == pytest.approx(1.0, abs=0.01)

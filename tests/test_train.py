@@ -322,3 +322,32 @@ def test_demo_end_to_end_keeps_earlier_runs(tmp_path):
         assert (run / name).is_file(), name
     assert 0 <= result["test_accuracy"] <= 1 and 0 <= result["timeline_agreement"] <= 1
     assert "test accuracy" in format_summary(result)
+
+
+def test_train_fits_the_frame_rate_to_short_videos(tmp_path):
+    """0.2-s videos at 25 fps: at the tiny config's 8 fps a 4-frame clip would span 0.5 s
+    and repeat frames; train raises data.fps to 20, says so, and the run keeps it."""
+    from conftest import frames_with_index
+
+    from sora.config import load_config
+    from sora.io.video import write_video
+
+    root = tmp_path / "short"
+    for split, n in (("train", 3), ("val", 1)):
+        for label in ("a", "b"):
+            for i in range(n):
+                frames = (
+                    frames_with_index(5, 48, 64)
+                    if label == "a"
+                    else 255 - frames_with_index(5, 48, 64)
+                )
+                write_video(root / split / label / f"{i}.mp4", frames, 25.0)
+    run = tmp_path / "run"
+    sets = [x for o in tiny_overrides() for x in ("--set", o)]
+    proc = run_sora("train", "--data", root, "--out", run, "--epochs", 1, "--quiet", *sets)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "data: data.fps 8 -> 20: the median training video lasts 0.20 s" in proc.stdout
+    assert load_config(run / "config.yaml").data.fps == 20.0  # eval and predict do the same
+    assert load_config(run / "model" / "config.yaml").data.fps == 20.0
+    fit = json.loads((run / "train_summary.json").read_text())["data_fit"]
+    assert fit["fps"] == 20.0 and fit["notes"][0].startswith("data.fps 8 -> 20")

@@ -31,6 +31,11 @@ class DataConfig:
     reverse_pairs: play the clip backwards and swap the pair's labels (``[[open, close]]``);
         only clips of listed classes are reversed. Because the reversed clip looks the same
         frame by frame, the model cannot get its label right without reading the order.
+
+    fit: before training, look at the training videos (:mod:`sora.data.fit`): raise ``fps``
+        (up to their native rate) when they are shorter than a clip, and say in one line each
+        when frames would repeat, be enlarged or mostly cropped away. The chosen ``fps`` is
+        written into the run's config, so eval and predict sample the same way.
     """
 
     fps: float = 8.0
@@ -48,6 +53,7 @@ class DataConfig:
     num_workers: int = 0
     cache: bool = True
     val_fraction: float = 0.1
+    fit: bool = True
 
 
 @dataclass

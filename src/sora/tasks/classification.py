@@ -25,6 +25,7 @@ from sora.data.datasets import (
     pair_map,
     worker_init_fn,
 )
+from sora.data.fit import SamplingFit, fit_sampling, probe_items
 from sora.data.transforms import video_transform
 from sora.errors import DatasetError
 from sora.models.soranet import SoraNet
@@ -106,10 +107,21 @@ class VideoDataModule(L.LightningDataModule):
         self.config, self.data = config, Path(data)
         self.train_set: VideoClipDataset | None = None
         self.val_set: VideoClipDataset | None = None
+        self.sampling: SamplingFit | None = None  # what data.fit chose, and why
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
+        d = self.config.data
+        if d.fit:  # before the datasets are built: they decode at data.fps
+            items, _ = dataset_items(
+                self.data, "train", val_fraction=d.val_fraction, seed=self.config.train.seed
+            )
+            self.sampling = fit_sampling(d, probe_items(items))
+            d.fps = self.sampling.fps
+            if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
+                for note in self.sampling.notes:
+                    print(f"data: {note}", flush=True)
         self.train_set = build_dataset(self.config, self.data, "train", train=True)
         classes = self.train_set.classes
         self.val_set = build_dataset(self.config, self.data, "val", classes)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -122,6 +123,7 @@ def _data_summary(config: Config, dm) -> dict:
     return {
         "train_videos": len(dm.train_set),
         "val_videos": len(dm.val_set),
+        "data_fit": None if dm.sampling is None else dataclasses.asdict(dm.sampling),
         "skipped": dm.train_set.skipped + dm.val_set.skipped,
         "failed": dm.train_set.failed + dm.val_set.failed,
     }
