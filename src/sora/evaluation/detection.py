@@ -93,7 +93,7 @@ def evaluate_detection(
     plots.ap_per_class(metrics["per_class"], out / "ap_per_class.png")
     hardest = sorted(per_seq, key=lambda n: per_seq[n]["map_50"])[:3]
     plots.detection_strip(
-        [_strip_row(by_name[n], dets[n], classes) for n in hardest],
+        [_strip_row(by_name[n], dets[n], classes, metrics["operating_threshold"]) for n in hardest],
         out / "hardest_frames.png",
     )
     return metrics
@@ -198,8 +198,11 @@ def _pr_curves(result: dict, classes: list[str]) -> dict[str, tuple[np.ndarray, 
     return curves
 
 
-def _strip_row(seq: Sequence, dets: dict[int, dict], classes: list[str], n: int = 5) -> dict:
-    """Up to ``n`` frames of a sequence where most true boxes were missed (score >= 0.3)."""
+def _strip_row(
+    seq: Sequence, dets: dict[int, dict], classes: list[str], thresh: float, n: int = 5
+) -> dict:
+    """Up to ``n`` frames of a sequence where most true boxes were missed, with the boxes
+    scoring at least ``thresh`` (the run's best-F1 threshold: what ``predict`` draws)."""
     from torchvision.ops import box_iou
 
     misses = []
@@ -207,7 +210,7 @@ def _strip_row(seq: Sequence, dets: dict[int, dict], classes: list[str], n: int 
         t = seq.target(f)
         if len(t["boxes"]) == 0:
             continue
-        good = d["boxes"][d["scores"] >= 0.3]
+        good = d["boxes"][d["scores"] >= thresh]
         hit = (
             box_iou(t["boxes"], good).max(1).values >= 0.5
             if len(good)
@@ -219,7 +222,7 @@ def _strip_row(seq: Sequence, dets: dict[int, dict], classes: list[str], n: int 
     frames = []
     for _, f in worst:
         t, d = seq.target(f), dets[f]
-        keep = d["scores"] >= 0.3
+        keep = d["scores"] >= thresh
         frames.append(
             {
                 "image": store.get(f).permute(1, 2, 0).numpy(),
