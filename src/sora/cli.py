@@ -152,11 +152,23 @@ def cmd_train(args) -> int:
     if args.resume and not args.config and (Path(args.out) / "config.yaml").is_file():
         args.config = str(Path(args.out) / "config.yaml")
     require_data(args.data)
-    config = _config(args, task="detect" if is_mot_root(args.data) else "classify")
-    summary = train(config, args.data, args.out, resume=args.resume, progress=not args.quiet)
+    task = getattr(args, "task", None) or ("detect" if is_mot_root(args.data) else "classify")
+    config = _config(args, task=task)
+    if task == "pretrain" and config.task != "pretrain":
+        raise ValueError("sora pretrain: the config's task must be pretrain")
+    summary = train(
+        config,
+        args.data,
+        args.out,
+        resume=args.resume,
+        progress=not args.quiet,
+        init=getattr(args, "init", None),
+    )
     if summary:
         key = summary["monitor"]
         name = {"val_acc": "val accuracy", "val_map50": "val mAP50"}[key]
+        if summary["task"] == "pretrain":
+            name = "val future-frame accuracy"
         best = summary[f"best_{key}"]
         print(
             f"trained {summary['epochs_run']} epochs in {summary['train_seconds']:.0f} s; "
@@ -391,6 +403,16 @@ def cmd_demo(args) -> int:
 SET_HELP = "override one config value, e.g. train.lr=1e-3 (repeatable)"
 
 
+def _fit_options(s: argparse.ArgumentParser, out: str) -> None:
+    """The options ``train`` and ``pretrain`` share."""
+    s.add_argument("--config", help="config YAML (default: the built-in one for the task)")
+    s.add_argument("--out", default=out, help=f"run folder (default {out})")
+    s.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
+    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sora", description="Deep-learning video analysis.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -440,13 +462,21 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="a folder per class, a CSV manifest, or a MOTChallenge layout (task=detect)",
     )
-    s.add_argument("--config", help="config YAML (default: the built-in one for the task)")
-    s.add_argument("--out", default="runs/train", help="run folder (default runs/train)")
-    s.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
-    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(func=cmd_train)
+    _fit_options(s, "runs/train")
+    s.add_argument(
+        "--init",
+        metavar="RUN",
+        help="start from RUN's SoraNet weights, all but the head (e.g. a sora pretrain run)",
+    )
+    s.set_defaults(func=cmd_train, task=None)
+
+    s = sub.add_parser(
+        "pretrain",
+        help="self-supervised: SoraNet learns to predict the future of unlabelled videos",
+    )
+    s.add_argument("--data", required=True, help="a folder of videos at any depth; labels ignored")
+    _fit_options(s, "runs/pretrain")
+    s.set_defaults(func=cmd_train, task="pretrain")
 
     s = sub.add_parser("eval", help="metrics on a split; writes RUN/eval/")
     s.add_argument("run", help="run folder")

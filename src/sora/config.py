@@ -177,19 +177,35 @@ class DetectConfig:
     hflip: bool = True
 
 
-TASKS = ("classify", "detect")
+@dataclass
+class PretrainConfig:
+    """Self-supervised pretraining (``task: pretrain``, :mod:`sora.tasks.pretrain`).
+
+    horizon: frames ahead the model predicts (1..horizon), one linear head each.
+    dim: size of the space predictions and targets are compared in.
+    temperature: of the InfoNCE softmax.
+    """
+
+    horizon: int = 3
+    dim: int = 128
+    temperature: float = 0.1
+
+
+TASKS = ("classify", "detect", "pretrain")
 
 
 @dataclass
 class Config:
     """Everything a run needs. ``task`` picks the model and data reader: ``classify`` (SoraNet
-    on a folder per class or a manifest) or ``detect`` (SoraDet on a MOTChallenge layout)."""
+    on a folder per class or a manifest), ``detect`` (SoraDet on a MOTChallenge layout) or
+    ``pretrain`` (SoraNet predicting the future of unlabelled videos)."""
 
     task: str = "classify"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -306,8 +322,12 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
 
 def default_config(task: str = "classify") -> Config:
     """The defaults for ``task``. Detection trains batches of 8 clips (of ``detect.clip_len``
-    frames, 64 frames a step) rather than 16."""
+    frames, 64 frames a step) rather than 16. Pretraining decodes every epoch from disk
+    (``data.cache: false``): unlabelled footage can be hours long, and the cache of decoded
+    clips would grow with it."""
     config = Config(task=task)
     if task == "detect":
         config.data.batch_size = 8
+    if task == "pretrain":
+        config.data.cache = False
     return config

@@ -329,16 +329,26 @@ class SoraNet(nn.Module):
     # -- offline -------------------------------------------------------------------------
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         """``(B, T, 3, H, W)`` -> clip head ``(B, K)`` or step head ``(B, T, K)``."""
+        _, seq, last = self.encode(clip)
+        if self.cfg.head == "step":
+            return self.head(seq)
+        return self.head(last)
+
+    def encode(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(B, T, 3, H, W)`` -> per-frame descriptors ``(B, T, frame_dim)`` (what the RNN
+        reads, before ``temporal_diff``), the RNN outputs ``(B, T, D)`` and the clip summary
+        ``(B, D)`` the clip head reads. Pretraining (:mod:`sora.tasks.pretrain`) uses all
+        three."""
         self._check(clip, 5, "clip")
         b, t = clip.shape[:2]
         frames = clip.flatten(0, 1)
         if self.in_channels > 3:
             prev = torch.cat([clip[:, :1], clip[:, :-1]], dim=1)  # frame 0 is its own previous
             frames = self._pair_input(prev.flatten(0, 1), frames)  # (B*T, C_in, H, W)
-        feats = self.frame_features(frames).view(b, t, -1)  # (B, T, F)
-        prev = torch.cat([feats[:, :1], feats[:, :-1]], dim=1)
-        has_prev = (torch.arange(t, device=feats.device) > 0).to(feats.dtype).view(1, t, 1)
-        feats = self._with_diff(prev, feats, has_prev)
+        descriptors = self.frame_features(frames).view(b, t, -1)  # (B, T, F)
+        prev = torch.cat([descriptors[:, :1], descriptors[:, :-1]], dim=1)
+        has_prev = (torch.arange(t, device=clip.device) > 0).to(descriptors.dtype).view(1, t, 1)
+        feats = self._with_diff(prev, descriptors, has_prev)
         if self.rnn is None:
             steps = torch.arange(1, t + 1, device=clip.device, dtype=feats.dtype).view(1, t, 1)
             seq = feats.cumsum(1) / steps  # causal running mean (B, T, F)
@@ -350,9 +360,7 @@ class SoraNet(nn.Module):
                 last = torch.cat([h_n[-2], h_n[-1]], dim=1)
             else:
                 last = seq[:, -1]
-        if self.cfg.head == "step":
-            return self.head(seq)
-        return self.head(last)
+        return descriptors, seq, last
 
     # -- streaming -----------------------------------------------------------------------
     @property

@@ -64,12 +64,15 @@ def build_dataset(
     *,
     train: bool = False,
     views: int = 1,
+    items: list | None = None,
 ) -> VideoClipDataset:
-    """A :class:`VideoClipDataset` for one split, preprocessed as ``config.data`` says."""
+    """A :class:`VideoClipDataset` for one split, preprocessed as ``config.data`` says
+    (``items``: the split's videos when already listed, with ``classes``)."""
     d = config.data
-    items, classes = dataset_items(
-        data, split, classes, val_fraction=d.val_fraction, seed=config.train.seed
-    )
+    if items is None:
+        items, classes = dataset_items(
+            data, split, classes, val_fraction=d.val_fraction, seed=config.train.seed
+        )
     transform = video_transform(train=train, crop=d.crop, mean=d.mean, std=d.std)
     ds = VideoClipDataset(
         items,
@@ -113,24 +116,31 @@ class VideoDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         d = self.config.data
+        items, classes = self.split_items("train")
         if d.fit:  # before the datasets are built: they decode at data.fps
-            items, _ = dataset_items(
-                self.data, "train", val_fraction=d.val_fraction, seed=self.config.train.seed
-            )
             self.sampling = fit_sampling(d, probe_items(items))
             d.fps = self.sampling.fps
             if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
                 for note in self.sampling.notes:
                     print(f"data: {note}", flush=True)
-        self.train_set = build_dataset(self.config, self.data, "train", train=True)
-        classes = self.train_set.classes
-        self.val_set = build_dataset(self.config, self.data, "val", classes)
+        self.train_set = build_dataset(
+            self.config, self.data, "train", classes, train=True, items=items
+        )
+        val_items, _ = self.split_items("val", classes)
+        self.val_set = build_dataset(self.config, self.data, "val", classes, items=val_items)
         check_nonempty(self.train_set, self.data, "train")
         check_nonempty(self.val_set, self.data, "val")
         if self.config.data.cache and self.config.data.num_workers == 0:
             workers = min(4, os.cpu_count() or 1)
             self.train_set.preload(workers)
             self.val_set.preload(workers)
+
+    def split_items(self, split: str, classes=None) -> tuple[list, list[str]]:
+        """The videos of ``split`` and the class list (a folder per class or a manifest)."""
+        d = self.config.data
+        return dataset_items(
+            self.data, split, classes, val_fraction=d.val_fraction, seed=self.config.train.seed
+        )
 
     def _loader(self, ds: VideoClipDataset, shuffle: bool) -> DataLoader:
         d = self.config.data

@@ -40,7 +40,7 @@ from sora.models.store import save_model
 from sora.tasks.classification import VideoClassifier, VideoDataModule, class_weights
 
 #: What each task's best checkpoint and early stopping watch (higher is better).
-MONITOR = {"classify": "val_acc", "detect": "val_map50"}
+MONITOR = {"classify": "val_acc", "detect": "val_map50", "pretrain": "val_acc"}
 
 
 class StartLine(Callback):
@@ -99,6 +99,13 @@ def _task(config: Config, data: Path) -> tuple[L.LightningDataModule, L.Lightnin
         dm.setup("fit")
         config.model.num_classes = len(dm.classes)
         return dm, VideoDetector(config.to_dict(), dm.classes), dm.classes
+    if config.task == "pretrain":
+        from sora.tasks.pretrain import CLASSES, FuturePrediction, UnlabelledDataModule
+
+        config.model.num_classes = len(CLASSES)
+        dm = UnlabelledDataModule(config, data)
+        dm.setup("fit")
+        return dm, FuturePrediction(config.to_dict(), list(CLASSES)), list(CLASSES)
     dm = VideoDataModule(config, data)
     dm.setup("fit")
     classes = dm.train_set.classes
@@ -288,8 +295,12 @@ def train(
     resume: bool = False,
     progress: bool = True,
     max_time: str | None = None,
+    init: str | Path | None = None,
 ) -> dict:
     """Train and write the run folder. Returns the train summary dict.
+
+    ``init``: a run (e.g. from ``sora pretrain``) whose SoraNet weights, all but the head,
+    the model starts from (:func:`sora.tasks.pretrain.init_from`); ignored on ``resume``.
 
     Raises:
         DatasetError: empty dataset, a class without readable videos.
@@ -307,6 +318,14 @@ def train(
             raise FileExistsError(f"{out}: already holds files; use --resume or another --out")
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     dm, module, classes = _task(config, Path(data))
+    if init is not None and not resume:
+        if config.task == "detect":
+            raise CheckpointError("--init starts SoraNet runs (classify, pretrain)", init)
+        from sora.tasks.pretrain import init_from
+
+        loaded = init_from(module.model, init)
+        if _rank() == 0:
+            print(f"init: {len(loaded)} tensors (all but the head) from {init}", flush=True)
     if resume:
         ckpt = load_checkpoint_file(last)
         saved = ckpt.get("hyper_parameters", {}).get("config", {})
@@ -401,6 +420,7 @@ def train(
         f"best_{monitor}": best_row.get(monitor),
         "train_seconds": seconds,
         **_data_summary(config, dm),
+        "init": None if init is None or resume else str(init),
         "device": str(module.device),
         "precision": _precision(config),
     }
