@@ -12,7 +12,7 @@
 The issue's target: pretraining closes at least half the gap between 10 labelled videos per
 class and full labels, i.e. ``(pre_10 - scratch_10) / (full - scratch_10) >= 0.5``.
 
-    python benchmarks/pretrain.py [--labels 5 10 20] [--pre-epochs 12] [--epochs 16]
+    python benchmarks/pretrain.py [--labels 5 10 20] [--pre-epochs 24] [--epochs 16]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def main() -> int:
     ap.add_argument("--data", default="runs/motionshapes", help="MotionShapes (made if missing)")
     ap.add_argument("--work", default="runs/bench-pretrain", help="runs go here (reused)")
     ap.add_argument("--labels", type=int, nargs="+", default=[5, 10, 20], help="videos per class")
-    ap.add_argument("--pre-epochs", type=int, default=12, help="pretraining epochs (default 12)")
+    ap.add_argument("--pre-epochs", type=int, default=24, help="pretraining epochs (default 24)")
     ap.add_argument("--epochs", type=int, default=16, help="epochs at 20 per class (default 16)")
     ap.add_argument("--full", type=float, default=0.980, help="fully labelled test accuracy")
     ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
