@@ -174,6 +174,13 @@ def test_generate_refuses_a_foreign_folder(tmp_path):
     assert (tmp_path / "mine" / "thesis.txt").read_text() == "precious"
 
 
+def test_generate_refuses_a_folder_made_with_another_seed(tiny_data):
+    before = sorted(p.name for p in (tiny_data / "train" / "grow").iterdir())
+    with pytest.raises(FileExistsError, match=r"holds MotionShapes made with version \d+, seed 0"):
+        synth.generate(tiny_data, train=1, val=0, test=0, seed=1)
+    assert sorted(p.name for p in (tiny_data / "train" / "grow").iterdir()) == before
+
+
 def test_dataloader_with_workers(tiny_data):
     from torch.utils.data import DataLoader
 

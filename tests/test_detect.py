@@ -436,3 +436,35 @@ def test_detect_cli_errors(det_run, det_data, tmp_path, tiny_run):
         "gt.txt: line 2: malformed row, expected frame,id,x,y,w,h[,conf,class,visibility], got '2,1,10,10'"
     )
     assert not (tmp_path / "r2").exists()
+
+
+def test_det_generate_refuses_a_folder_made_with_other_settings(det_data):
+    with pytest.raises(
+        FileExistsError, match=r"holds MotionShapes-Det made with version \d+, seed 0"
+    ):
+        synth_det.generate(det_data, train=1, val=0, test=0, seed=3)
+    with pytest.raises(FileExistsError, match="not a MotionShapes-Det folder"):
+        synth_det.generate(det_data / "train", train=1, val=0, test=0)
+
+
+def test_detect_demo_end_to_end_keeps_earlier_runs(tmp_path):
+    from sora.demo_detect import run_detect_demo
+    from sora.io.video import probe
+
+    kwargs = dict(
+        sequences=(2, 1, 1),
+        frames=16,
+        overrides=[*TINY, "train.epochs=1"],
+        progress=False,
+        log=lambda _: None,
+    )
+    first = run_detect_demo(tmp_path / "demo", **kwargs)
+    assert Path(first["video"]) == tmp_path / "demo" / "run" / "annotated.mp4"
+    assert probe(first["video"]).num_frames == 16
+    assert 0 <= first["test_map50"] <= 1 and first["epochs"] == 1
+    for key in ("data_seconds", "train_seconds", "eval_seconds", "video_seconds"):
+        assert 0 < first[key] <= first["total_seconds"], key
+    saved = json.loads((tmp_path / "demo" / "run" / "summary.json").read_text())
+    assert saved["test_map50"] == first["test_map50"]
+    second = run_detect_demo(tmp_path / "demo", **kwargs)
+    assert Path(second["report"]).parent == tmp_path / "demo" / "run-2"

@@ -152,7 +152,7 @@ def cmd_train(args) -> int:
     if args.resume and not args.config and (Path(args.out) / "config.yaml").is_file():
         args.config = str(Path(args.out) / "config.yaml")
     require_data(args.data)
-    task = getattr(args, "task", None) or ("detect" if is_mot_root(args.data) else "classify")
+    task = args.task or ("detect" if is_mot_root(args.data) else "classify")
     config = _config(args, task=task)
     if task == "pretrain" and config.task != "pretrain":
         raise ValueError("sora pretrain: the config's task must be pretrain")
@@ -162,7 +162,7 @@ def cmd_train(args) -> int:
         args.out,
         resume=args.resume,
         progress=not args.quiet,
-        init=getattr(args, "init", None),
+        init=args.init,
     )
     if summary:
         key = summary["monitor"]
@@ -476,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--data", required=True, help="a folder of videos at any depth; labels ignored")
     _fit_options(s, "runs/pretrain")
-    s.set_defaults(func=cmd_train, task="pretrain")
+    s.set_defaults(func=cmd_train, task="pretrain", init=None)
 
     s = sub.add_parser("eval", help="metrics on a split; writes RUN/eval/")
     s.add_argument("run", help="run folder")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from sora.config import Config, apply_overrides
@@ -28,6 +29,14 @@ LONG_VIDEO_LABELS = (
     "shrink",
     "rotate_cw",
 )
+
+
+@contextmanager
+def timed(timings: dict, key: str):
+    """Within: the block's wall time goes to ``timings[key]`` (seconds) when it ends."""
+    start = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - start
 
 
 def free_run_folder(out: Path) -> Path:
@@ -73,42 +82,39 @@ def run_demo(
     timings = {}
     t0 = time.perf_counter()
     log(f"[1/5] MotionShapes in {data} (cached after the first run)")
-    synth.generate(data, train=per_class[0], val=per_class[1], test=per_class[2], seed=0)
-    timings["data_seconds"] = time.perf_counter() - t0
+    with timed(timings, "data_seconds"):
+        synth.generate(data, train=per_class[0], val=per_class[1], test=per_class[2], seed=0)
 
     config = apply_overrides(demo_config(), overrides or [])
     log(f"[2/5] training SoraNet for up to {config.train.epochs} epochs -> {run}")
-    t = time.perf_counter()
-    summary = train(config, data, run, progress=progress)
-    timings["train_seconds"] = time.perf_counter() - t
+    with timed(timings, "train_seconds"):
+        summary = train(config, data, run, progress=progress)
 
     log("[3/5] evaluating on the test split")
-    t = time.perf_counter()
-    metrics = evaluate(run, data, split="test")
-    timings["eval_seconds"] = time.perf_counter() - t
+    with timed(timings, "eval_seconds"):
+        metrics = evaluate(run, data, split="test")
 
     log("[4/5] predicting a long video (sliding windows and streaming)")
-    t = time.perf_counter()
-    long_path = run / "long_video.mp4"
-    truth = synth.long_video(long_path, LONG_VIDEO_LABELS, seed=1)
-    predictor = Predictor(run)
-    windows = predictor.timeline(long_path)
-    segments = merge_segments(windows)
-    streamed = list(predictor.stream(long_path))
-    stream_segments = merge_segments(
-        [
-            {"start": s["time"], "end": s["time"] + 1 / predictor.fps, "label": s["label"]}
-            for s in streamed
-        ]
-    )
-    plots.timeline(segments, truth, run / "plots" / "timeline.png")
-    timeline_acc = segment_accuracy(segments, truth)
-    stream_acc = segment_accuracy(stream_segments, truth)
-    atomic_write_text(
-        run / "long_video_timeline.json",
-        json.dumps({"truth": truth, "windows": windows, "segments": segments}, indent=2),
-    )
-    timings["predict_seconds"] = time.perf_counter() - t
+    with timed(timings, "predict_seconds"):
+        long_path = run / "long_video.mp4"
+        truth = synth.long_video(long_path, LONG_VIDEO_LABELS, seed=1)
+        predictor = Predictor(run)
+        windows = predictor.timeline(long_path)
+        segments = merge_segments(windows)
+        streamed = list(predictor.stream(long_path))
+        stream_segments = merge_segments(
+            [
+                {"start": s["time"], "end": s["time"] + 1 / predictor.fps, "label": s["label"]}
+                for s in streamed
+            ]
+        )
+        plots.timeline(segments, truth, run / "plots" / "timeline.png")
+        timeline_acc = segment_accuracy(segments, truth)
+        stream_acc = segment_accuracy(stream_segments, truth)
+        atomic_write_text(
+            run / "long_video_timeline.json",
+            json.dumps({"truth": truth, "windows": windows, "segments": segments}, indent=2),
+        )
 
     log("[5/5] writing the report")
     section = (

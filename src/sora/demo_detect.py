@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sora.config import Config, apply_overrides, default_config
 from sora.data import synth_det
-from sora.demo import free_run_folder
+from sora.demo import free_run_folder, timed
 from sora.evaluation.detection import evaluate_detection
 from sora.evaluation.report import write_report
 from sora.inference.detector import Detector
@@ -49,24 +49,23 @@ def run_detect_demo(
     timings = {}
     t0 = time.perf_counter()
     log(f"[1/5] MotionShapes-Det in {data} (cached after the first run)")
-    synth_det.generate(data, train=sequences[0], val=sequences[1], test=sequences[2], frames=frames)
-    timings["data_seconds"] = time.perf_counter() - t0
+    with timed(timings, "data_seconds"):
+        synth_det.generate(
+            data, train=sequences[0], val=sequences[1], test=sequences[2], frames=frames
+        )
 
     config = apply_overrides(detect_demo_config(), overrides or [])
     log(f"[2/5] training SoraDet for up to {config.train.epochs} epochs -> {run}")
-    t = time.perf_counter()
-    summary = train(config, data, run, progress=progress)
-    timings["train_seconds"] = time.perf_counter() - t
+    with timed(timings, "train_seconds"):
+        summary = train(config, data, run, progress=progress)
 
     log("[3/5] evaluating on the test split (every sequence streamed whole)")
-    t = time.perf_counter()
-    metrics = evaluate_detection(run, data, split="test")
-    timings["eval_seconds"] = time.perf_counter() - t
+    with timed(timings, "eval_seconds"):
+        metrics = evaluate_detection(run, data, split="test")
 
     log(f"[4/5] annotated video of {VIDEO_SEQUENCE}")
-    t = time.perf_counter()
-    video = annotate_sequence(run, data / "test" / VIDEO_SEQUENCE, run / "annotated.mp4")
-    timings["video_seconds"] = time.perf_counter() - t
+    with timed(timings, "video_seconds"):
+        video = annotate_sequence(run, data / "test" / VIDEO_SEQUENCE, run / "annotated.mp4")
 
     log("[5/5] writing the report")
     report = write_report(run)

@@ -312,37 +312,42 @@ def generate(
     out = Path(out)
     info_path = out / "motionshapes.json"
     info = {"version": VERSION, "seed": seed, "classes": list(CLASSES)}
-    if info_path.exists():
-        old = json.loads(info_path.read_text())
-        if {k: old.get(k) for k in info} != info:
-            raise FileExistsError(
-                f"{out}: holds MotionShapes made with seed {old.get('seed')} / version "
-                f"{old.get('version')}; choose another --out"
-            )
-    elif out.exists() and any(out.iterdir()):
-        raise FileExistsError(
-            f"{out}: exists and is not a MotionShapes folder; choose another --out"
-        )
+    claim_folder(out, info_path, info, "MotionShapes")
     jobs: list[tuple[Path, int, str, int, int]] = []
     for split, count in (("train", train), ("val", val), ("test", test)):
         for c in range(len(CLASSES)):
             jobs += [(out, seed, split, c, i) for i in range(count)]
-    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     out.mkdir(parents=True, exist_ok=True)
-    _run(jobs, workers)
+    run_jobs(_write_one, jobs, workers, serial_below=8, chunksize=8)
     counts = {"train": train, "val": val, "test": test}
     atomic_write_text(info_path, json.dumps({**info, "per_class": counts}, indent=2))
     return out
 
 
-def _run(jobs: list, workers: int) -> list[str]:
-    if workers <= 1 or len(jobs) < 8:
-        return [_write_one(j) for j in jobs]
+def claim_folder(out: Path, info_path: Path, info: dict, name: str) -> None:
+    """Refuse to write dataset ``name`` into ``out`` when it holds anything else: another
+    version, seed or settings of it (``info`` differs from ``info_path``'s), or other files.
+    :class:`FileExistsError` naming the folder."""
+    if info_path.exists():
+        old = json.loads(info_path.read_text())
+        if {k: old.get(k) for k in info} != info:
+            made = ", ".join(f"{k} {old.get(k)}" for k in info if k != "classes")
+            raise FileExistsError(f"{out}: holds {name} made with {made}; choose another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out}: exists and is not a {name} folder; choose another --out")
+
+
+def run_jobs(fn, jobs: list, workers: int | None, *, serial_below: int, chunksize: int = 1) -> list:
+    """``[fn(job) for job in jobs]``, in ``workers`` processes (default: up to 4) unless
+    there are fewer than ``serial_below`` jobs or one worker."""
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    if workers <= 1 or len(jobs) < serial_below:
+        return [fn(j) for j in jobs]
     import multiprocessing
 
     # "spawn": forking a process whose torch/OpenMP threads already ran can deadlock
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_write_one, jobs, chunksize=8))
+        return list(pool.map(fn, jobs, chunksize=chunksize))
 
 
 def long_video(

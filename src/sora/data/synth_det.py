@@ -30,15 +30,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from sora.data.synth import _background, _blend, _polygon, _saturated_colour
+from sora.data.synth import (
+    _background,
+    _blend,
+    _polygon,
+    _saturated_colour,
+    claim_folder,
+    run_jobs,
+)
 from sora.io.files import atomic_write_bytes, atomic_write_text
 
 CLASSES = ("circle", "square", "triangle")
@@ -264,17 +269,7 @@ def generate(
     out = Path(out)
     info_path = out / INFO
     info = {"version": VERSION, "seed": seed, "frames": frames, "classes": list(CLASSES)}
-    if info_path.exists():
-        old = json.loads(info_path.read_text())
-        if {k: old.get(k) for k in info} != info:
-            raise FileExistsError(
-                f"{out}: holds MotionShapes-Det made with seed {old.get('seed')}, version "
-                f"{old.get('version')}, {old.get('frames')} frames; choose another --out"
-            )
-    elif out.exists() and any(out.iterdir()):
-        raise FileExistsError(
-            f"{out}: exists and is not a MotionShapes-Det folder; choose another --out"
-        )
+    claim_folder(out, info_path, info, "MotionShapes-Det")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(info_path, json.dumps(info, indent=2))
     jobs = [
@@ -282,15 +277,7 @@ def generate(
         for split, count in (("train", train), ("val", val), ("test", test))
         for i in range(count)
     ]
-    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-    if workers <= 1 or len(jobs) < 4:
-        for job in jobs:
-            _write_sequence(job)
-    else:
-        import multiprocessing
-
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            list(pool.map(_write_sequence, jobs))
+    run_jobs(_write_sequence, jobs, workers, serial_below=4)
     atomic_write_text(out / "labels.txt", "\n".join(CLASSES) + "\n")
     atomic_write_text(
         info_path,

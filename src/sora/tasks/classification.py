@@ -102,6 +102,22 @@ def class_weights(labels: list[int], num_classes: int) -> list[float]:
     return [w / mean for w in raw]
 
 
+def clip_loader(ds, config: Config, *, shuffle: bool, collate_fn=None) -> DataLoader:
+    """The DataLoader of every task's data module: ``data.batch_size`` and
+    ``data.num_workers``, each worker with its own seeded sampling generator."""
+    d = config.data
+    return DataLoader(
+        ds,
+        batch_size=d.batch_size,
+        shuffle=shuffle,
+        num_workers=d.num_workers,
+        persistent_workers=d.num_workers > 0,
+        worker_init_fn=worker_init_fn,
+        collate_fn=collate_fn,
+        drop_last=False,
+    )
+
+
 class VideoDataModule(L.LightningDataModule):
     """Train/val loaders for a folder-per-class root or a CSV manifest."""
 
@@ -120,9 +136,6 @@ class VideoDataModule(L.LightningDataModule):
         if d.fit:  # before the datasets are built: they decode at data.fps
             self.sampling = fit_sampling(d, probe_items(items))
             d.fps = self.sampling.fps
-            if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
-                for note in self.sampling.notes:
-                    print(f"data: {note}", flush=True)
         self.train_set = build_dataset(
             self.config, self.data, "train", classes, train=True, items=items
         )
@@ -142,23 +155,11 @@ class VideoDataModule(L.LightningDataModule):
             self.data, split, classes, val_fraction=d.val_fraction, seed=self.config.train.seed
         )
 
-    def _loader(self, ds: VideoClipDataset, shuffle: bool) -> DataLoader:
-        d = self.config.data
-        return DataLoader(
-            ds,
-            batch_size=d.batch_size,
-            shuffle=shuffle,
-            num_workers=d.num_workers,
-            persistent_workers=d.num_workers > 0,
-            worker_init_fn=worker_init_fn,
-            drop_last=False,
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
+        return clip_loader(self.train_set, self.config, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
+        return clip_loader(self.val_set, self.config, shuffle=False)
 
 
 def check_nonempty(ds: VideoClipDataset, data: Path, split: str) -> None:

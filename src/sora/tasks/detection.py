@@ -21,7 +21,7 @@ from sora.data.detection import DetectionClipDataset, collate
 from sora.data.mot import Sequence, class_names, read_split
 from sora.errors import DatasetError
 from sora.models.soradet import SoraDet, detection_loss
-from sora.tasks.classification import adamw_warmup_cosine
+from sora.tasks.classification import adamw_warmup_cosine, clip_loader
 
 
 def mean_average_precision(**kwargs) -> MeanAveragePrecision:
@@ -106,22 +106,11 @@ class DetectionDataModule(L.LightningDataModule):
             f"{name}: shorter than one clip, not used" for name in short
         ]
 
-    def _loader(self, ds: DetectionClipDataset, shuffle: bool) -> DataLoader:
-        d = self.config.data
-        return DataLoader(
-            ds,
-            batch_size=d.batch_size,
-            shuffle=shuffle,
-            num_workers=d.num_workers,
-            persistent_workers=d.num_workers > 0,
-            collate_fn=collate,
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
+        return clip_loader(self.train_set, self.config, shuffle=True, collate_fn=collate)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
+        return clip_loader(self.val_set, self.config, shuffle=False, collate_fn=collate)
 
 
 class VideoDetector(L.LightningModule):

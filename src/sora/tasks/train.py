@@ -318,6 +318,10 @@ def train(
             raise FileExistsError(f"{out}: already holds files; use --resume or another --out")
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     dm, module, classes = _task(config, Path(data))
+    sampling = getattr(dm, "sampling", None)  # what data.fit chose (classify, pretrain)
+    if sampling is not None and _rank() == 0:
+        for note in sampling.notes:
+            print(f"data: {note}", flush=True)
     if init is not None and not resume:
         if config.task == "detect":
             raise CheckpointError("--init starts SoraNet runs (classify, pretrain)", init)
