@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python benchmarks/streaming.py
 	$(BIN)/python benchmarks/detection.py --seconds 240
 	$(BIN)/python benchmarks/detection_stream.py
+	$(BIN)/python benchmarks/tracking.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -95,3 +95,51 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
     )
     (run.parent / "train_output.txt").write_text(proc.stdout + proc.stderr)
     return run
+
+
+# -- detection: a tiny MotionShapes-Det and a SoraDet trained on it (test_detect, test_track)
+TINY = [
+    "detect.size=[48,64]",
+    "detect.fpn_dim=8",
+    "detect.head_convs=1",
+    "detect.clip_len=4",
+    "model.widths=[8,8,8,8,8]",
+    "data.batch_size=2",
+    "train.early_stop_patience=0",
+]
+TINY_SETS = [x for o in TINY for x in ("--set", o)]
+
+
+@pytest.fixture(scope="session")
+def det_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("msdet") / "det"
+    run_sora(
+        "data",
+        "synth",
+        "--task",
+        "detect",
+        "--out",
+        root,
+        "--train",
+        2,
+        "--val",
+        1,
+        "--test",
+        1,
+        "--frames",
+        16,
+        "--workers",
+        1,
+        check=True,
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def det_run(det_data, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("detruns") / "run"
+    proc = run_sora(
+        "train", "--data", det_data, "--out", run, "--epochs", 1, "--quiet", *TINY_SETS, check=True
+    )
+    assert "best val mAP50" in proc.stdout
+    return run

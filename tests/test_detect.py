@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_sora
+from conftest import TINY, TINY_SETS, run_sora
 from PIL import Image
 
 from sora.config import apply_overrides, default_config
@@ -20,17 +20,6 @@ from sora.data.mot import FrameStore, is_mot_root, mot_row, read_sequence, read_
 from sora.errors import DatasetError
 from sora.io.video import write_video
 from sora.models.soradet import SoraDet, assign, detection_loss
-
-TINY = [
-    "detect.size=[48,64]",
-    "detect.fpn_dim=8",
-    "detect.head_convs=1",
-    "detect.clip_len=4",
-    "model.widths=[8,8,8,8,8]",
-    "data.batch_size=2",
-    "train.early_stop_patience=0",
-]
-TINY_SETS = [x for o in TINY for x in ("--set", o)]
 
 
 def tiny_det_config(**extra):
@@ -161,31 +150,6 @@ def test_motionshapes_det_is_deterministic_and_has_hard_boxes():
     for i in range(3):  # an id is used once per frame
         seq_rows = synth_det.render_sequence(0, "train", i, 40)[1]
         assert len({(r[0], r[1]) for r in seq_rows}) == len(seq_rows)
-
-
-@pytest.fixture(scope="module")
-def det_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("msdet") / "det"
-    run_sora(
-        "data",
-        "synth",
-        "--task",
-        "detect",
-        "--out",
-        root,
-        "--train",
-        2,
-        "--val",
-        1,
-        "--test",
-        1,
-        "--frames",
-        16,
-        "--workers",
-        1,
-        check=True,
-    )
-    return root
 
 
 def test_synth_writes_a_mot_layout_that_inspect_reads(det_data):
@@ -320,16 +284,6 @@ def test_assignment_positives_tiny_boxes_and_ignored_regions():
 # -- end to end ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def det_run(det_data, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("detruns") / "run"
-    proc = run_sora(
-        "train", "--data", det_data, "--out", run, "--epochs", 1, "--quiet", *TINY_SETS, check=True
-    )
-    assert "best val mAP50" in proc.stdout
-    return run
-
-
 def test_train_detects_the_layout_and_writes_the_run_folder(det_run):
     for name in (
         "config.yaml",
@@ -448,7 +402,7 @@ def test_det_generate_refuses_a_folder_made_with_other_settings(det_data):
 
 
 def test_detect_demo_end_to_end_keeps_earlier_runs(tmp_path):
-    from sora.demo_detect import run_detect_demo
+    from sora.demo_detect import format_detect_summary, run_detect_demo
     from sora.io.video import probe
 
     kwargs = dict(
@@ -466,5 +420,11 @@ def test_detect_demo_end_to_end_keeps_earlier_runs(tmp_path):
         assert 0 < first[key] <= first["total_seconds"], key
     saved = json.loads((tmp_path / "demo" / "run" / "summary.json").read_text())
     assert saved["test_map50"] == first["test_map50"]
-    second = run_detect_demo(tmp_path / "demo", **kwargs)
+    second = run_detect_demo(tmp_path / "demo", track=True, **kwargs)  # sora demo --task track
     assert Path(second["report"]).parent == tmp_path / "demo" / "run-2"
+    assert 0 <= second["test_hota"] <= 1 and second["test_id_switches"] >= 0
+    assert probe(second["video"]).num_frames == 16
+    assert "Tracking (bytetrack, test split" in Path(second["report"]).read_text()
+    assert "test HOTA" in format_detect_summary(second) and "HOTA" not in format_detect_summary(
+        first
+    )

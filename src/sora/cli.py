@@ -193,7 +193,12 @@ def _run_task(run) -> str:
 def cmd_eval(args) -> int:
     from sora.evaluation.evaluate import evaluate
 
-    if _run_task(args.run) == "detect":
+    task = _run_task(args.run)
+    if args.task == "track":
+        if task != "detect":
+            raise ValueError(f"--task track needs a detection run; {args.run} is a {task} run")
+        return _eval_track(args)
+    if task == "detect":
         from sora.evaluation.detection import evaluate_detection
 
         m = evaluate_detection(args.run, args.data, split=args.split)
@@ -217,6 +222,31 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _eval_track(args) -> int:
+    from sora.evaluation.tracking import evaluate_tracking
+    from sora.inference.tracking import parse_options
+
+    m = evaluate_tracking(
+        args.run,
+        args.data,
+        split=args.split,
+        tracker=args.tracker,
+        high=args.high,
+        conf=args.conf,
+        nms_iou=None if args.nms >= 1 else args.nms,
+        options=parse_options(args.tracker, args.tracker_set or []),
+    )
+    sw = m["id_switches"]
+    print(
+        f"{m['split']}: {m['num_sequences']} sequences, {m['num_frames']} frames, "
+        f"{m['tracker']}: HOTA {m['HOTA']:.3f} (DetA {m['DetA']:.3f}, AssA {m['AssA']:.3f}), "
+        f"MOTA {m['MOTA']:.3f}, IDF1 {m['IDF1']:.3f}, ID switches {sw['total']} "
+        f"({sw['after_occlusion']} after an occlusion), fragmentations {m['Frag']}"
+    )
+    print(f"wrote {Path(args.run) / 'eval' / 'tracking.json'}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from sora.evaluation.report import write_report
     from sora.models.store import resolve_model_dir
@@ -236,16 +266,19 @@ def cmd_predict_detect(args) -> int:
     detector = Detector(args.run)
     if args.conf is None:
         args.conf = detector.operating_threshold()
-    writer = annotator = None
+    annotator = None
     if args.save_video:
         from sora.inference.draw import Annotator
-        from sora.io.video import VideoWriter
 
         annotator = Annotator(detector.classes)
     out = csv.writer(sys.stdout) if fmt == "csv" else None
     if out is not None:
         out.writerow(["source", "frame", "time", "x0", "y0", "x1", "y1", "score", "label"])
-    try:
+
+    def fps() -> float:
+        return detector.config.detect.fps or _source_fps(args.videos[0])
+
+    with _SavedVideo(args.save_video, fps) as video:
         for source in args.videos:
             for fd in detector.detect_video(
                 source, score_thresh=args.conf, keep_images=annotator is not None
@@ -291,16 +324,147 @@ def cmd_predict_detect(args) -> int:
                         flush=True,
                     )
                 if annotator is not None:
-                    if writer is None:
-                        fps = detector.config.detect.fps or _source_fps(source)
-                        writer = VideoWriter(args.save_video, fps, overwrite=True)
-                    writer.write(annotator.draw(fd.image, fd.boxes, fd.scores, fd.labels))
-        if writer is not None:
-            print(f"wrote {writer.close()}", file=sys.stderr)
-            writer = None
-    finally:
-        if writer is not None:
-            writer.abort()
+                    video.write(annotator.draw(fd.image, fd.boxes, fd.scores, fd.labels))
+    return 0
+
+
+class _SavedVideo:
+    """``--save-video``: the file is opened at the first frame (at ``fps()``), closed and
+    announced on success, removed (``abort``) on an error, so no half-written video stays."""
+
+    def __init__(self, path: str | None, fps):
+        self.path, self.fps, self.writer = path, fps, None
+
+    def write(self, frame) -> None:
+        if self.writer is None:
+            from sora.io.video import VideoWriter
+
+            self.writer = VideoWriter(self.path, self.fps(), overwrite=True)
+        self.writer.write(frame)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_) -> bool:
+        if self.writer is not None:
+            if exc_type is None:
+                print(f"wrote {self.writer.close()}", file=sys.stderr)
+            else:
+                self.writer.abort()
+        return False
+
+
+def _is_mot_split(path: str) -> bool:
+    """A folder of MOT sequences (``<seq>/img1/`` or ``<seq>/seqinfo.ini``)."""
+    folder = Path(path)
+    return folder.is_dir() and any(
+        (c / "img1").is_dir() or (c / "seqinfo.ini").is_file()
+        for c in folder.iterdir()
+        if c.is_dir()
+    )
+
+
+def _sequence_source(source: str) -> tuple[str, dict]:
+    """A MOT sequence folder (or its ``img1/``) -> its frames and their rate from
+    ``seqinfo.ini``; anything else as it is."""
+    from sora.data.mot import find_source, read_seqinfo
+
+    path = Path(source)
+    for seq in (path, path.parent):
+        if path.is_dir() and (seq / "seqinfo.ini").is_file():
+            info = read_seqinfo(seq / "seqinfo.ini")
+            frames = find_source(seq, info)
+            rate = float(info.get("framerate", 0) or 0)
+            return str(frames), ({"image_fps": rate} if rate and frames.is_dir() else {})
+    return source, {}
+
+
+def _track_json(tracks, classes: list[str], source: str) -> str:
+    return json.dumps(
+        {
+            "source": source,
+            "frame": tracks.index + 1,
+            "time": round(tracks.time, 3),
+            "tracks": [
+                {
+                    "id": int(i),
+                    "box": [round(v, 1) for v in b],
+                    "score": round(s, 4),
+                    "label": classes[c],
+                    "class_id": c + 1,
+                }
+                for b, s, c, i in zip(
+                    tracks.boxes.tolist(),
+                    tracks.scores.tolist(),
+                    tracks.labels.tolist(),
+                    tracks.ids.tolist(),
+                    strict=True,
+                )
+            ],
+        }
+    )
+
+
+def cmd_track(args) -> int:
+    from sora.data.mot import mot_row
+    from sora.inference.tracking import VideoTracker, parse_options
+
+    options = parse_options(args.tracker, args.tracker_set or [])
+    vt = VideoTracker(
+        args.run,
+        args.tracker,
+        high=args.high,
+        conf=args.conf,
+        nms_iou=None if args.nms >= 1 else args.nms,
+        options=options,
+    )
+    if _is_mot_split(args.source):
+        return _track_split(args, vt)
+    annotator = None
+    if args.save_video:
+        from sora.inference.draw import Annotator
+
+        annotator = Annotator(vt.classes)
+    source, reader = _sequence_source(args.source)
+    fps = 25.0 if str(source).isdigit() or "://" in str(source) else None
+    fps = fps or reader.get("image_fps") or _source_fps(source)
+    with _SavedVideo(args.save_video, lambda: vt.detector.config.detect.fps or fps) as video:
+        for ft in vt.track_video(source, fps=fps, keep_images=annotator is not None, **reader):
+            if args.format == "jsonl":
+                print(_track_json(ft, vt.classes, str(args.source)), flush=True)
+            else:
+                rows = zip(
+                    ft.boxes.tolist(), ft.scores.tolist(), ft.labels.tolist(), ft.ids, strict=True
+                )
+                for b, sc, c, i in rows:
+                    print(mot_row(ft.index + 1, b, sc, c, int(i)))
+            if annotator is not None:
+                video.write(annotator.draw_tracks(ft.image, ft.boxes, ft.scores, ft.labels, ft.ids))
+    return 0
+
+
+def _track_split(args, vt) -> int:
+    from sora.data.detection import frame_step
+    from sora.data.mot import read_split
+    from sora.evaluation.detection import detect_sequence
+    from sora.evaluation.tracking import track_sequence, write_tracks
+
+    if args.save_video or args.format == "jsonl":
+        raise ValueError(
+            "a MOT split is tracked to MOT files (--out); use one sequence for "
+            "--save-video or --format jsonl"
+        )
+    split = Path(args.source)
+    out = Path(args.out) if args.out else Path(args.run) / "tracks" / split.name / vt.name
+    for seq in read_split(split.parent, split.name, vt.classes):
+        step = frame_step(seq, vt.detector.config.detect.fps)
+        dets = detect_sequence(vt.detector, seq)
+        tracks = track_sequence(
+            seq, dets, vt.new_tracker, conf=vt.conf, nms_iou=vt.nms_iou, step=step
+        )
+        write_tracks(out / f"{seq.name}.txt", tracks)
+        ids = {int(i) for ft in tracks.values() for i in ft.ids}
+        print(f"{seq.name}: {len(dets)} frames, {len(ids)} tracks -> {out / (seq.name + '.txt')}")
     return 0
 
 
@@ -387,20 +551,61 @@ def cmd_predict(args) -> int:
 def cmd_demo(args) -> int:
     from sora.demo import format_summary, run_demo
 
-    if args.task == "detect":
+    if args.task in ("detect", "track"):
         from sora.demo_detect import format_detect_summary, run_detect_demo
 
+        out = args.out or f"runs/demo-{args.task}"
+        data = args.data or Path(out).parent / "motionshapes-det"
         result = run_detect_demo(
-            args.out, data=args.data, overrides=args.set, progress=not args.quiet
+            out,
+            data=data,
+            overrides=args.set,
+            progress=not args.quiet,
+            track=args.task == "track",
         )
         print(format_detect_summary(result))
         return 0
-    result = run_demo(args.out, data=args.data, overrides=args.set, progress=not args.quiet)
+    result = run_demo(
+        args.out or "runs/demo", data=args.data, overrides=args.set, progress=not args.quiet
+    )
     print(format_summary(result))
     return 0
 
 
 SET_HELP = "override one config value, e.g. train.lr=1e-3 (repeatable)"
+
+
+def _tracker_options(s: argparse.ArgumentParser) -> None:
+    """The options ``track`` and ``eval --task track`` share."""
+    from sora.inference.tracking import LOW_FRACTION, NMS_IOU, TRACKERS
+
+    s.add_argument(
+        "--tracker", choices=TRACKERS, default="bytetrack", help="association (default bytetrack)"
+    )
+    s.add_argument(
+        "--high",
+        type=float,
+        help="score of a confident detection, which may start a track (default: the run's "
+        "best-F1 threshold from sora eval, else 0.3)",
+    )
+    s.add_argument(
+        "--conf",
+        type=float,
+        help=f"lowest score given to the tracker (default {LOW_FRACTION} x --high)",
+    )
+    s.add_argument(
+        "--nms",
+        type=float,
+        default=NMS_IOU,
+        metavar="IOU",
+        help=f"class-agnostic NMS before association at this IoU (default {NMS_IOU}; 1 = off)",
+    )
+    s.add_argument(
+        "--tracker-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a keyword of the trackers package's class, e.g. lost_track_buffer=60 (repeatable)",
+    )
 
 
 def _fit_options(s: argparse.ArgumentParser, out: str) -> None:
@@ -489,7 +694,36 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="classify: clips averaged per video (default: the run's data.test_views)",
     )
+    s.add_argument(
+        "--task",
+        choices=["track"],
+        help="track: a detection run's tracks scored by TrackEval (HOTA, MOTA, IDF1) into "
+        "RUN/eval/tracking.json (default: the run's own task)",
+    )
+    _tracker_options(s)
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("track", help="detect and track objects: MOT rows, JSON lines, video")
+    s.add_argument("run", help="detection run folder (or saved-model folder)")
+    s.add_argument(
+        "source",
+        help="video file, frame folder, webcam index, rtsp URL, or a MOTChallenge split "
+        "folder (every sequence in it, to --out)",
+    )
+    s.add_argument(
+        "--format",
+        choices=["mot", "jsonl"],
+        default="mot",
+        help="mot: rows frame,id,x,y,w,h,score,class,-1,-1 (default); jsonl: a line per frame",
+    )
+    s.add_argument(
+        "--save-video", metavar="OUT.mp4", help="write an annotated H.264 video (ids, trails)"
+    )
+    s.add_argument(
+        "--out", help="split sources: folder for <sequence>.txt (default RUN/tracks/SPLIT/TRACKER)"
+    )
+    _tracker_options(s)
+    s.set_defaults(func=cmd_track)
 
     s = sub.add_parser("report", help="write RUN/report.html")
     s.add_argument("run", help="run folder (reads its metrics.csv and eval/)")
@@ -534,14 +768,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="MotionShapes -> train -> eval -> report -> predict")
     s.add_argument(
         "--task",
-        choices=["classify", "detect"],
+        choices=["classify", "detect", "track"],
         default="classify",
-        help="classify (default) or detect: MotionShapes-Det -> SoraDet -> annotated video",
+        help="classify (default); detect: MotionShapes-Det -> SoraDet -> annotated video; "
+        "track: the same, then ByteTrack + TrackEval and a video with track ids",
     )
     s.add_argument(
         "--out",
-        default="runs/demo",
-        help="demo folder; the run goes to OUT/run, or OUT/run-K if taken (default runs/demo)",
+        help="demo folder; the run goes to OUT/run, or OUT/run-K if taken (default "
+        "runs/demo, runs/demo-detect or runs/demo-track)",
     )
     s.add_argument(
         "--data", help="dataset folder (default: OUT/../motionshapes or OUT/../motionshapes-det)"
@@ -570,6 +805,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sora: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `sora track ... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

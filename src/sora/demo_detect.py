@@ -36,9 +36,12 @@ def run_detect_demo(
     sequences: tuple[int, int, int] = (96, 8, 16),
     frames: int = 90,
     progress: bool = True,
+    track: bool = False,
     log=print,
 ) -> dict:
     """Run the detection pipeline into ``out``; returns the summary (also ``RUN/summary.json``).
+    With ``track``, the test split is also tracked (ByteTrack) and scored by TrackEval, and
+    the video shows track ids and trails (``sora demo --task track``).
 
     ``data`` defaults to ``out/../motionshapes-det`` (cached between runs). The run goes to
     ``out/run`` or the first free ``out/run-K``: nothing is written over.
@@ -63,9 +66,19 @@ def run_detect_demo(
     with timed(timings, "eval_seconds"):
         metrics = evaluate_detection(run, data, split="test")
 
+    tracking = None
+    if track:
+        from sora.evaluation.tracking import evaluate_tracking
+
+        log("      tracking the test split (ByteTrack) and scoring it with TrackEval")
+        with timed(timings, "track_seconds"):
+            tracking = evaluate_tracking(run, data, split="test")
+
     log(f"[4/5] annotated video of {VIDEO_SEQUENCE}")
     with timed(timings, "video_seconds"):
-        video = annotate_sequence(run, data / "test" / VIDEO_SEQUENCE, run / "annotated.mp4")
+        video = annotate_sequence(
+            run, data / "test" / VIDEO_SEQUENCE, run / "annotated.mp4", tracks=track
+        )
 
     log("[5/5] writing the report")
     report = write_report(run)
@@ -83,16 +96,39 @@ def run_detect_demo(
         "video": str(video),
         **timings,
     }
+    if tracking is not None:
+        result.update(
+            {
+                "test_hota": tracking["HOTA"],
+                "test_mota": tracking["MOTA"],
+                "test_idf1": tracking["IDF1"],
+                "test_id_switches": tracking["IDSW"],
+            }
+        )
     atomic_write_text(run / "summary.json", json.dumps(result, indent=2))
     return result
 
 
-def annotate_sequence(run: Path, sequence: Path, path: Path, conf: float | None = None) -> Path:
+def annotate_sequence(
+    run: Path, sequence: Path, path: Path, conf: float | None = None, tracks: bool = False
+) -> Path:
     """Detect in a MOT sequence's frames and write them annotated (supervision) as H.264,
-    boxes scored ``conf`` or more (default: the run's best-F1 threshold from evaluation)."""
+    boxes scored ``conf`` or more (default: the run's best-F1 threshold from evaluation);
+    with ``tracks``, ByteTrack's tracks with their ids and trails instead."""
     from sora.data.mot import read_sequence
 
     seq = read_sequence(sequence)
+    if tracks:
+        from sora.inference.tracking import VideoTracker
+
+        vt = VideoTracker(run)
+        annotator = Annotator(vt.classes)
+        with VideoWriter(path, seq.fps, overwrite=True) as writer:
+            for ft in vt.track_video(seq.source, keep_images=True, image_fps=seq.fps):
+                writer.write(
+                    annotator.draw_tracks(ft.image, ft.boxes, ft.scores, ft.labels, ft.ids)
+                )
+        return path
     detector = Detector(run)
     conf = detector.operating_threshold() if conf is None else conf
     annotator = Annotator(detector.classes)
@@ -111,6 +147,16 @@ def format_detect_summary(result: dict) -> str:
         ("test mAP50, visible boxes", f"{result['test_map50_visible']:.3f}"),
         ("test mAP50, occluded boxes", f"{result['test_map50_occluded']:.3f}"),
         ("best val mAP50", f"{result['best_val_map50']:.3f}"),
+        *(
+            [
+                ("test HOTA (ByteTrack, TrackEval)", f"{result['test_hota']:.3f}"),
+                ("test MOTA / IDF1", f"{result['test_mota']:.3f} / {result['test_idf1']:.3f}"),
+                ("test ID switches", str(result["test_id_switches"])),
+                ("tracking + TrackEval (s)", f"{result['track_seconds']:.1f}"),
+            ]
+            if "test_hota" in result
+            else []
+        ),
         ("epochs", str(result["epochs"])),
         ("streamed frames/s (eval)", f"{result['frames_per_second']:.0f}"),
         ("score threshold drawn (best F1)", f"{result['operating_threshold']:.2f}"),

@@ -199,3 +199,42 @@ def detection_strip(rows: list[dict], path: Path) -> Path:
         fontsize=9,
     )
     return _save(fig, path)
+
+
+def id_switches(events: dict[str, list[dict]], sequences: list, path: Path) -> Path:
+    """ID switches over time: one line per sequence (its duration), a mark at each switch,
+    filled when the object had been occluded since its last match."""
+    fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(sequences) + 1.4))
+    for row, seq in enumerate(sequences):
+        ax.plot([0, seq.num_frames / seq.fps], [row, row], color="0.85", lw=6, zorder=1)
+        ev = events.get(seq.name, [])
+        for occluded, marker in ((True, "o"), (False, "o")):
+            xs = [e["time"] for e in ev if e["after_occlusion"] == occluded]
+            face = "tab:red" if occluded else "white"
+            ax.scatter(
+                xs,
+                [row] * len(xs),
+                marker=marker,
+                s=36,
+                facecolors=face,
+                edgecolors="tab:red",
+                zorder=2,
+            )
+    ax.scatter(
+        [], [], marker="o", facecolors="tab:red", edgecolors="tab:red", label="after an occlusion"
+    )
+    ax.scatter([], [], marker="o", facecolors="white", edgecolors="tab:red", label="other")
+    ax.set_yticks(range(len(sequences)), [s.name for s in sequences])
+    ax.invert_yaxis()
+    ax.set_xlabel("time in sequence (s)")
+    total = sum(len(v) for v in events.values())
+    ax.set_title(f"ID switches over time ({total} in all)")
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.25 - 0.6 / max(1, len(sequences))),
+        ncol=2,
+        frameon=False,
+        fontsize=8,
+    )
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)

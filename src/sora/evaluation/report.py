@@ -166,6 +166,8 @@ def _detection_sections(run: Path, ev: dict, summary: dict, rows: list[dict]) ->
         ),
         "<h3>Hardest frames</h3>" + _img(e / "hardest_frames.png", "hardest frames"),
     ]
+    if (e / "tracking.json").is_file():
+        parts.append(_tracking_section(e, json.loads((e / "tracking.json").read_text())))
     if ev.get("warnings"):
         parts.append(
             "<h3>Data warnings</h3><ul>"
@@ -178,6 +180,40 @@ def _detection_sections(run: Path, ev: dict, summary: dict, rows: list[dict]) ->
             + _table(list(rows[0]), [[float(v) for v in r.values()] for r in rows])
         )
     return parts
+
+
+def _tracking_section(e: Path, tr: dict) -> str:
+    """TrackEval's figures of ``sora eval --task track``: headline, per class, per sequence,
+    and the ID switches over time."""
+    keys = ["HOTA", "DetA", "AssA", "MOTA", "IDF1", "IDSW", "Frag"]
+    sw = tr["id_switches"]
+    return (
+        f"<h2>Tracking ({html.escape(tr['tracker'])}, {html.escape(tr['split'])} split, "
+        f"{tr['num_sequences']} sequences; TrackEval)</h2>"
+        + _cards(
+            [
+                ("HOTA", f"{tr['HOTA']:.3f}"),
+                ("MOTA", f"{tr['MOTA']:.3f}"),
+                ("IDF1", f"{tr['IDF1']:.3f}"),
+                ("ID switches", f"{sw['total']} ({sw['after_occlusion']} after occlusion)"),
+                ("score thresholds", f"{tr['high_threshold']:.2f} / {tr['conf']:.2f}"),
+            ]
+        )
+        + _table(
+            ["classes", *keys],
+            [["all", *(tr[k] for k in keys)]]
+            + [[c, *(m[k] for k in keys)] for c, m in tr["per_class"].items()],
+        )
+        + "<h3>Per sequence</h3>"
+        + _table(
+            ["sequence", *keys],
+            [
+                [name, *(m[k] for k in keys)]
+                for name, m in sorted(tr["per_sequence"].items(), key=lambda kv: kv[1]["HOTA"])
+            ],
+        )
+        + _img(e / "id_switches.png", "ID switches over time")
+    )
 
 
 def _classification_sections(run: Path, ev: dict | None, summary: dict, rows: list[dict]) -> list:

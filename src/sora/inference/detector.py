@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from sora.errors import CheckpointError
-from sora.io.video import VideoReader
+from sora.io.video import Frame, VideoReader, reconnecting
 from sora.models.store import load_model, resolve_model_dir
 
 
@@ -119,17 +119,24 @@ class Detector:
         *,
         score_thresh: float | None = None,
         keep_images: bool = False,
+        retries: int = 5,
         **reader_kwargs,
     ) -> Iterator[FrameDetections]:
         """Detections for every frame of a video file, image folder, webcam or URL (at the
-        run's ``detect.fps``, or every frame). Live sources are run one frame at a time."""
+        run's ``detect.fps``, or every frame). Live sources are run one frame at a time and
+        reopened with backoff when they drop (``retries`` failures in a row give up); the
+        recurrent state is reset at such a gap and frame times count the time it lasted."""
         reader = VideoReader(source, fps=self.config.detect.fps, **reader_kwargs)
-        frames = iter(reader)
+        frames: Iterator[Frame | None]
+        if reader.live:
+            frames = reconnecting(lambda: iter(reader), name=reader.name, retries=retries)
+        else:
+            frames = iter(reader)
         first = next(frames, None)
         if first is None:
             return
         pairs = (
-            (torch.from_numpy(fr.image.copy()).permute(2, 0, 1), fr)
+            (None, None) if fr is None else (torch.from_numpy(fr.image.copy()).permute(2, 0, 1), fr)
             for fr in chain([first], frames)
         )
         chunk = 1 if reader.live else 8

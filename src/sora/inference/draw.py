@@ -1,7 +1,9 @@
 """Annotated frames for ``--save-video``, drawn with Roboflow's ``supervision``.
 
 Boxes and labels (class and score) use supervision's ``BoxAnnotator`` and ``LabelAnnotator``
-with one colour per class. Small frames are enlarged first (to at least ``min_height``
+with one colour per class; tracks (:meth:`Annotator.draw_tracks`) get one colour per track
+id, the id in the label and a trail of the last ``trail`` frames (``TraceAnnotator``, which
+keeps a bounded window of points, so memory stays flat). Small frames are enlarged first (to at least ``min_height``
 pixels, nearest-neighbour so no detail is invented) so the labels stay readable.
 """
 
@@ -20,22 +22,61 @@ with warnings.catch_warnings():  # supervision warns when OpenCV is absent; its 
 class Annotator:
     """``draw(image, boxes, scores, labels)`` -> a new annotated ``(H', W', 3)`` uint8 frame."""
 
-    def __init__(self, classes: list[str], min_height: int = 360):
+    def __init__(self, classes: list[str], min_height: int = 360, trail: int = 30):
         self.classes = classes
         self.min_height = min_height
         self._scale: int | None = None
         self.boxes = sv.BoxAnnotator(thickness=2)
         self.labels = sv.LabelAnnotator(text_scale=0.45, text_padding=3, smart_position=True)
+        by_track = sv.ColorLookup.TRACK
+        self.track_boxes = sv.BoxAnnotator(thickness=2, color_lookup=by_track)
+        self.track_labels = sv.LabelAnnotator(
+            text_scale=0.45, text_padding=3, smart_position=True, color_lookup=by_track
+        )
+        self.trails = sv.TraceAnnotator(
+            trace_length=trail, thickness=2, position=sv.Position.CENTER, color_lookup=by_track
+        )
 
     def scale_for(self, height: int) -> int:
         """The integer enlargement for frames ``height`` pixels high."""
         return max(1, math.ceil(self.min_height / height))
 
+    def _canvas(self, image: np.ndarray) -> tuple[np.ndarray, int]:
+        k = self.scale_for(image.shape[0])
+        canvas = np.ascontiguousarray(image.repeat(k, 0).repeat(k, 1)) if k > 1 else image.copy()
+        return canvas, k
+
+    def draw_tracks(
+        self,
+        image: np.ndarray,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        labels: np.ndarray,
+        ids: np.ndarray,
+    ) -> np.ndarray:
+        """Tracked boxes with ``#id class score`` and trails. Call once
+        per frame, in order: the trails remember the previous frames."""
+        canvas, k = self._canvas(image)
+        det = sv.Detections(
+            xyxy=np.asarray(boxes, np.float32).reshape(-1, 4) * k,
+            confidence=np.asarray(scores, np.float32),
+            class_id=np.asarray(labels, int),
+            tracker_id=np.asarray(ids, int),
+        )
+        canvas = self.trails.annotate(canvas, det)
+        if len(det) == 0:
+            return canvas
+        text = [
+            f"#{i} {self.classes[c]} {s:.2f}"
+            for i, c, s in zip(det.tracker_id, det.class_id, det.confidence, strict=True)
+        ]
+        canvas = self.track_boxes.annotate(canvas, det)
+        return self.track_labels.annotate(canvas, det, labels=text)
+
     def draw(
         self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray
     ) -> np.ndarray:
-        k = self.scale_for(image.shape[0])
-        canvas = np.ascontiguousarray(image.repeat(k, 0).repeat(k, 1)) if k > 1 else image.copy()
+        canvas, k = self._canvas(image)
         if len(boxes) == 0:
             return canvas
         det = sv.Detections(

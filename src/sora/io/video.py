@@ -17,8 +17,10 @@ Frames are ``(H, W, 3)`` uint8 RGB numpy arrays; :func:`read_video` stacks them 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,8 @@ import torch
 
 from sora.errors import VideoReadError
 from sora.io.files import temp_file_beside
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (
     ".mp4",
@@ -363,6 +367,52 @@ class VideoReader:
     @property
     def meta(self) -> VideoMeta:
         return probe(self.source, image_fps=self.image_fps)
+
+
+def reconnecting(
+    open_frames: Callable[[], Iterator[Frame]],
+    *,
+    name: str = "live source",
+    retries: int = 5,
+    backoff: float = 1.0,
+    max_backoff: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[Frame | None]:
+    """Frames of a live source that is reopened, with exponential backoff, when it drops.
+
+    ``open_frames()`` opens the source and iterates it (e.g. ``lambda: iter(VideoReader(url))``).
+    When it raises :class:`VideoReadError` or ends, this waits ``backoff``, ``2 * backoff``,
+    ... (at most ``max_backoff`` seconds) and opens it again; ``retries`` failures in a row
+    without a frame in between raise :class:`VideoReadError`. ``None`` is yielded once per gap
+    (consumers reset their recurrent state there). Frame times keep increasing across gaps:
+    after a reconnect they are the clock time since the first open plus the new stream's
+    own time, so a tracker that works on timestamps sees the gap as the time it lasted, and
+    frame indices continue.
+    """
+    failures, index, offset, start = 0, 0, 0.0, clock()
+    fresh = False  # frames came since the last gap was signalled
+    while True:
+        try:
+            for frame in open_frames():
+                failures, fresh = 0, True
+                yield Frame(image=frame.image, time=offset + frame.time, index=index)
+                index += 1
+            reason = "the stream ended"
+        except VideoReadError as err:
+            reason = err.reason
+        failures += 1
+        if failures > retries:
+            raise VideoReadError(f"gave up after {retries} reconnects ({reason})", name)
+        wait = min(max_backoff, backoff * 2 ** (failures - 1))
+        log.warning(
+            "%s: %s; reconnecting in %.1f s (try %d of %d)", name, reason, wait, failures, retries
+        )
+        sleep(wait)
+        offset = clock() - start
+        if fresh:
+            fresh = False
+            yield None
 
 
 def _image_files(folder: Path) -> list[Path]:

@@ -1,0 +1,149 @@
+"""Tracking on MotionShapes-Det: every tracker on SoraDet's boxes, on its per-frame
+ablation's boxes and on the ground truth's (the association ceiling); then end-to-end speed
+and memory over a long video.
+
+Detectors are the two that ``benchmarks/detection.py`` trained and saved under
+``--work`` (``SoraDet``: ConvGRU memory; ``per-frame``: the same network with
+``detect.temporal=none``), on the same data (``--data``). Each detector's "high" threshold
+is its best-F1 score threshold on the **val** split (what ``sora eval`` stores); the tracker
+is then given detections down to 0.75 of it after class-agnostic NMS at IoU 0.5 (the
+defaults of ``sora track``). Scores are TrackEval's (HOTA, DetA, AssA, MOTA, IDF1, ID
+switches) on the **test** split through ``sora.evaluation.tracking.score_tracking``, the
+code of ``sora eval --task track``. "after occl." counts the ID switches whose object had
+been less than half visible since its last match.
+
+Speed: ``VideoTracker.track_video`` (the path of ``sora track``: decode, resize, SoraDet
+step, NMS, ByteTrack) over the ``--minutes`` recording of ``benchmarks/streaming.py``
+(160x120, 20 fps; made once and cached), RSS sampled every 0.2 s.
+
+    python benchmarks/tracking.py [--minutes 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import machine, write_section
+from streaming import make_inputs, sampled_rss
+
+from sora.data.mot import dataset_labels, read_split
+from sora.evaluation.detection import detect_sequence, operating_threshold, score_sequences
+from sora.evaluation.tracking import ground_truth_detections, score_tracking, track_sequence
+from sora.inference.detector import Detector
+from sora.inference.tracking import LOW_FRACTION, TRACKERS, VideoTracker, make_tracker
+
+DETECTORS = ("SoraDet", "per-frame", "ground truth")
+
+
+def detections(name: str, work: Path, val, test) -> tuple[float, dict]:
+    """``(high threshold, {sequence: {frame: detections}})`` of one detector on ``test``."""
+    if name == "ground truth":
+        return 0.5, {s.name: ground_truth_detections(s) for s in test}
+    detector = Detector(work / name, device="cpu")
+    _, result, _ = score_sequences(val, lambda s: detect_sequence(detector, s))
+    high = operating_threshold(result)
+    return high, {s.name: detect_sequence(detector, s) for s in test}
+
+
+def end_to_end(video: Path, run: Path) -> dict:
+    """Frames/s and RSS of ``VideoTracker.track_video`` over ``video``."""
+    torch.set_grad_enabled(False)
+    vt = VideoTracker(run, "bytetrack", high=0.5, device="cpu")
+    frames = tracks = 0
+    t0 = time.perf_counter()
+    with sampled_rss() as samples:
+        for ft in vt.track_video(video, fps=20.0):
+            frames += 1
+            tracks += len(ft.ids)
+        seconds = time.perf_counter() - t0
+    return {"frames": frames, "seconds": seconds, "tracked": tracks, "rss": samples}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="runs/motionshapes-det-bench", help="MotionShapes-Det")
+    ap.add_argument("--work", default="runs/bench-detect", help="benchmarks/detection.py's models")
+    ap.add_argument("--minutes", type=float, default=10.0, help="long video for speed (default 10)")
+    ap.add_argument("--root", default="runs/bench-streaming", help="cache of the long video")
+    ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    args = ap.parse_args()
+    torch.set_flush_denormal(True)
+    work, data = Path(args.work), Path(args.data)
+    for name in DETECTORS[:2]:
+        if not (work / name / "model" / "config.yaml").is_file():
+            print(f"{work / name}: no saved model; run benchmarks/detection.py first")
+            return 1
+    labels = dataset_labels(data)
+    val, test = read_split(data, "val", labels), read_split(data, "test", labels)
+    rows = []
+    for det in DETECTORS:
+        high, dets = detections(det, work, val, test)
+        for tracker in TRACKERS:
+            t0 = time.perf_counter()
+            tracks = {
+                s.name: track_sequence(
+                    s,
+                    dets[s.name],
+                    lambda fps, t=tracker, h=high: make_tracker(t, fps=fps, high=h),
+                    conf=LOW_FRACTION * high,
+                )
+                for s in test
+            }
+            seconds = time.perf_counter() - t0
+            m = score_tracking(test, tracks, labels)
+            row = {
+                "detector": det,
+                "tracker": tracker,
+                "high": high,
+                **{k: m[k] for k in ("HOTA", "DetA", "AssA", "MOTA", "IDF1", "IDSW")},
+                "after_occlusion": m["id_switches"]["after_occlusion"],
+                "assoc_fps": sum(len(d) for d in dets.values()) / seconds,
+            }
+            rows.append(row)
+            print(
+                f"{det:>12} {tracker:>9}  HOTA {row['HOTA']:.3f} MOTA {row['MOTA']:.3f} "
+                f"IDF1 {row['IDF1']:.3f} IDSW {row['IDSW']} ({row['after_occlusion']} after occl.)",
+                flush=True,
+            )
+    video, _ = make_inputs(Path(args.root), args.minutes)
+    e2e = end_to_end(video, work / "SoraDet")
+    rss = [m for _, m in e2e["rss"]]
+
+    def at(frac: float) -> float:
+        return min(e2e["rss"], key=lambda s: abs(s[0] - frac * e2e["seconds"]))[1]
+
+    table = (
+        "| detector | tracker | high | HOTA | DetA | AssA | MOTA | IDF1 | ID switches "
+        "| after occl. | association frames/s |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    for r in rows:
+        table += (
+            f"| {r['detector']} | {r['tracker']} | {r['high']:.2f} | {r['HOTA']:.3f} "
+            f"| {r['DetA']:.3f} | {r['AssA']:.3f} | {r['MOTA']:.3f} | {r['IDF1']:.3f} "
+            f"| {r['IDSW']} | {r['after_occlusion']} | {r['assoc_fps']:.0f} |\n"
+        )
+    speed = (
+        f"\nEnd to end (`VideoTracker.track_video`, SoraDet + ByteTrack, decode included) over "
+        f"the {args.minutes:g}-minute 160x120 recording: {e2e['frames']} frames in "
+        f"{e2e['seconds']:.0f} s = **{e2e['frames'] / e2e['seconds']:.0f} frames/s**; RSS "
+        f"{at(0.1):.0f} / {at(0.5):.0f} / {at(1.0):.0f} MB at 10% / 50% / 100%, peak "
+        f"{max(rss):.0f} MB."
+    )
+    print(table + speed)
+    if not args.no_write:
+        write_section(
+            "tracking",
+            f"## Tracking on MotionShapes-Det ({time.strftime('%Y-%m-%d')}, {machine()})\n\n"
+            f"`python benchmarks/tracking.py --minutes {args.minutes:g}`: test split, "
+            f"{len(test)} sequences; detectors from `benchmarks/detection.py`; thresholds "
+            "from the val split; TrackEval's figures.\n\n" + table + speed,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
