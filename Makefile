@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/python benchmarks/detection.py --seconds 240
 	$(BIN)/python benchmarks/detection_stream.py
 	$(BIN)/python benchmarks/tracking.py
+	$(BIN)/python benchmarks/warm_start.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -281,3 +281,14 @@ def test_cli_track_and_eval_task_track(det_run, det_data, tmp_path):
     proc = run_sora("track", det_run, seq, "--tracker-set", "nope=1")
     assert proc.returncode == 1 and proc.stderr.startswith("sora: error: --tracker-set 'nope=1'")
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_track_gives_a_variable_frame_rate_video_its_own_timestamps(det_run, tmp_path):
+    from test_io import _write_vfr
+
+    times_ms = [20 * i for i in range(6)] + [300 + 250 * i for i in range(4)]
+    _write_vfr(tmp_path / "vfr.mkv", times_ms)
+    proc = run_sora("track", det_run, tmp_path / "vfr.mkv", "--format", "jsonl", check=True)
+    rows = [json.loads(x) for x in proc.stdout.splitlines()]
+    # detect.fps is null: every frame, timed by its presentation time (what the tracker gets)
+    assert [r["time"] for r in rows] == pytest.approx([t / 1000 for t in times_ms], abs=1e-3)

@@ -204,7 +204,7 @@ def detection_strip(rows: list[dict], path: Path) -> Path:
 def id_switches(events: dict[str, list[dict]], sequences: list, path: Path) -> Path:
     """ID switches over time: one line per sequence (its duration), a mark at each switch,
     filled when the object had been occluded since its last match."""
-    fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(sequences) + 1.4))
+    fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(sequences) + 1.6), layout="constrained")
     for row, seq in enumerate(sequences):
         ax.plot([0, seq.num_frames / seq.fps], [row, row], color="0.85", lw=6, zorder=1)
         ev = events.get(seq.name, [])
@@ -229,12 +229,6 @@ def id_switches(events: dict[str, list[dict]], sequences: list, path: Path) -> P
     ax.set_xlabel("time in sequence (s)")
     total = sum(len(v) for v in events.values())
     ax.set_title(f"ID switches over time ({total} in all)")
-    ax.legend(
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.25 - 0.6 / max(1, len(sequences))),
-        ncol=2,
-        frameon=False,
-        fontsize=8,
-    )
+    fig.legend(loc="outside lower center", ncol=2, frameon=False, fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
