@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python benchmarks/detection_stream.py
 	$(BIN)/python benchmarks/tracking.py
 	$(BIN)/python benchmarks/warm_start.py
+	$(BIN)/python benchmarks/track_actions.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -254,3 +254,14 @@ def test_probe_items_reads_duration_rate_and_size_with_manifest_windows(make_vid
     assert whole.duration == pytest.approx(2.0, abs=0.07) and whole.fps == pytest.approx(15)
     assert (whole.width, whole.height) == (64, 48)
     assert window.duration == pytest.approx(1.0, abs=0.01)
+
+
+def test_test_views_follow_the_training_sampler():
+    from sora.data.sampling import view_indices
+
+    contiguous = view_indices(100, 10, 3, "random")
+    assert [v.tolist()[:2] for v in contiguous] == [[15, 16], [45, 46], [75, 76]]
+    assert all(np.array_equal(np.diff(v), np.ones(9)) for v in contiguous)
+    assert view_indices(5, 8, 1, "random")[0].tolist() == [0, 1, 2, 3, 4, 4, 4, 4]
+    spread = view_indices(100, 10, 1, "uniform")[0]
+    assert spread.tolist() == list(range(5, 100, 10))  # TSN: one frame per segment

@@ -139,8 +139,8 @@ def test_a_video_file_stands_in_for_img1(tmp_path):
 
 
 def test_motionshapes_det_is_deterministic_and_has_hard_boxes():
-    f1, r1 = synth_det.render_sequence(0, "train", 3, 40)
-    f2, r2 = synth_det.render_sequence(0, "train", 3, 40)
+    f1, r1, _ = synth_det.render_sequence(0, "train", 3, 40)
+    f2, r2, _ = synth_det.render_sequence(0, "train", 3, 40)
     assert np.array_equal(f1, f2) and r1 == r2
     assert f1.shape == (40, synth_det.HEIGHT, synth_det.WIDTH, 3)
     rows = [r for i in range(6) for r in synth_det.render_sequence(0, "train", i, 40)[1]]

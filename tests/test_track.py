@@ -15,6 +15,7 @@ from sora.data.mot import Annotations, Sequence, read_split
 from sora.errors import VideoReadError
 from sora.evaluation.tracking import (
     ground_truth_detections,
+    ground_truth_tracks,
     id_switch_events,
     score_tracking,
     track_sequence,
@@ -63,15 +64,10 @@ def two_walkers(frames: int = 30, fps: float = 10.0) -> Sequence:
 
 def truth_tracks(seq: Sequence, swap_from: int | None = None) -> dict[int, FrameTracks]:
     """The ground truth as tracks; from frame ``swap_from`` on, ids 1 and 2 are exchanged."""
-    out = {}
-    for f in range(1, seq.num_frames + 1):
-        t = seq.target(f)
-        ids = t["ids"].numpy().copy()
+    out = ground_truth_tracks(seq)
+    for f, ft in out.items():
         if swap_from is not None and f >= swap_from:
-            ids = 3 - ids
-        out[f] = FrameTracks(
-            f, (f - 1) / seq.fps, t["boxes"].numpy(), np.ones(len(ids)), t["labels"].numpy(), ids
-        )
+            ft.ids = 3 - ft.ids
     return out
 
 

@@ -46,9 +46,13 @@ def cmd_synth(args) -> int:
             frames=args.frames,
             seed=args.seed,
             workers=args.workers,
+            actions=args.actions,
         )
-        print(f"MotionShapes-Det written to {out} (MOTChallenge layout)")
+        what = " with per-object actions (gt/actions.txt)" if args.actions else ""
+        print(f"MotionShapes-Det written to {out} (MOTChallenge layout){what}")
         return 0
+    if args.actions:
+        raise ValueError("--actions is for --task detect (MotionShapes-Det)")
     from sora.data.synth import generate
 
     args.train = 80 if args.train is None else args.train
@@ -64,6 +68,21 @@ def cmd_synth(args) -> int:
         workers=args.workers,
     )
     print(f"MotionShapes written to {out} ({args.train}/{args.val}/{args.test} videos per class)")
+    return 0
+
+
+def cmd_tubes(args) -> int:
+    from sora.data.tubes import write_tubes
+
+    counts = write_tubes(args.root, args.out, size=args.size, margin=args.margin)
+    for split, per in counts.items():
+        print(f"{split}: " + ", ".join(f"{a} {n}" for a, n in sorted(per.items())))
+    print(
+        f"tubes written to {args.out}; train a per-track action classifier with\n"
+        f"  sora train --data {args.out} --out RUN --set data.sampler=random "
+        f"--set data.fps=15 --set data.clip_len=24 "
+        f"--set 'data.crop=[{args.size - 8},{args.size - 8}]' --set data.short_side={args.size}"
+    )
     return 0
 
 
@@ -235,6 +254,7 @@ def _eval_track(args) -> int:
         conf=args.conf,
         nms_iou=None if args.nms >= 1 else args.nms,
         options=parse_options(args.tracker, args.tracker_set or []),
+        actions=args.actions,
     )
     sw = m["id_switches"]
     print(
@@ -243,6 +263,13 @@ def _eval_track(args) -> int:
         f"MOTA {m['MOTA']:.3f}, IDF1 {m['IDF1']:.3f}, ID switches {sw['total']} "
         f"({sw['after_occlusion']} after an occlusion), fragmentations {m['Frag']}"
     )
+    if "actions" in m:
+        a = m["actions"]
+        print(
+            f"actions: per-track accuracy {a['track_accuracy']:.3f} ({a['objects']} objects, "
+            f"{a['tracks_matched']} tracked; {a['track_accuracy_matched']:.3f} of those), "
+            f"box + id + action per frame {a['frame_accuracy']:.3f}"
+        )
     print(f"wrote {Path(args.run) / 'eval' / 'tracking.json'}")
     return 0
 
@@ -379,34 +406,38 @@ def _sequence_source(source: str) -> tuple[str, dict]:
     return source, {}
 
 
-def _track_json(tracks, classes: list[str], source: str) -> str:
+def _track_json(tracks, classes: list[str], source: str, actions: list[str] | None) -> str:
+    rows = [
+        {
+            "id": int(i),
+            "box": [round(v, 1) for v in b],
+            "score": round(s, 4),
+            "label": classes[c],
+            "class_id": c + 1,
+        }
+        for b, s, c, i in zip(
+            tracks.boxes.tolist(),
+            tracks.scores.tolist(),
+            tracks.labels.tolist(),
+            tracks.ids.tolist(),
+            strict=True,
+        )
+    ]
+    if tracks.actions is not None and actions is not None:
+        for row, a, p in zip(rows, tracks.actions, tracks.action_probs, strict=True):
+            row["action"], row["action_probability"] = actions[int(a)], round(float(p), 4)
     return json.dumps(
         {
             "source": source,
             "frame": tracks.index + 1,
             "time": round(tracks.time, 3),
-            "tracks": [
-                {
-                    "id": int(i),
-                    "box": [round(v, 1) for v in b],
-                    "score": round(s, 4),
-                    "label": classes[c],
-                    "class_id": c + 1,
-                }
-                for b, s, c, i in zip(
-                    tracks.boxes.tolist(),
-                    tracks.scores.tolist(),
-                    tracks.labels.tolist(),
-                    tracks.ids.tolist(),
-                    strict=True,
-                )
-            ],
+            "tracks": rows,
         }
     )
 
 
 def cmd_track(args) -> int:
-    from sora.data.mot import mot_row
+    from sora.evaluation.tracking import track_rows
     from sora.inference.tracking import VideoTracker, parse_options
 
     options = parse_options(args.tracker, args.tracker_set or [])
@@ -417,7 +448,9 @@ def cmd_track(args) -> int:
         conf=args.conf,
         nms_iou=None if args.nms >= 1 else args.nms,
         options=options,
+        actions=args.actions,
     )
+    names = vt.tagger.classes if vt.tagger is not None else None
     if _is_mot_split(args.source):
         return _track_split(args, vt)
     annotator = None
@@ -431,15 +464,20 @@ def cmd_track(args) -> int:
     with _SavedVideo(args.save_video, lambda: vt.detector.config.detect.fps or fps) as video:
         for ft in vt.track_video(source, fps=fps, keep_images=annotator is not None, **reader):
             if args.format == "jsonl":
-                print(_track_json(ft, vt.classes, str(args.source)), flush=True)
+                print(_track_json(ft, vt.classes, str(args.source), names), flush=True)
             else:
-                rows = zip(
-                    ft.boxes.tolist(), ft.scores.tolist(), ft.labels.tolist(), ft.ids, strict=True
-                )
-                for b, sc, c, i in rows:
-                    print(mot_row(ft.index + 1, b, sc, c, int(i)))
+                for row in track_rows(ft.index + 1, ft):
+                    print(row)
             if annotator is not None:
-                video.write(annotator.draw_tracks(ft.image, ft.boxes, ft.scores, ft.labels, ft.ids))
+                notes = None
+                if ft.actions is not None:
+                    notes = [
+                        f"{names[int(a)]} {p:.2f}"
+                        for a, p in zip(ft.actions, ft.action_probs, strict=True)
+                    ]
+                video.write(
+                    annotator.draw_tracks(ft.image, ft.boxes, ft.scores, ft.labels, ft.ids, notes)
+                )
     return 0
 
 
@@ -447,7 +485,7 @@ def _track_split(args, vt) -> int:
     from sora.data.detection import frame_step
     from sora.data.mot import read_split
     from sora.evaluation.detection import detect_sequence
-    from sora.evaluation.tracking import track_sequence, write_tracks
+    from sora.evaluation.tracking import tag_sequence, track_sequence, write_tracks
 
     if args.save_video or args.format == "jsonl":
         raise ValueError(
@@ -462,6 +500,8 @@ def _track_split(args, vt) -> int:
         tracks = track_sequence(
             seq, dets, vt.new_tracker, conf=vt.conf, nms_iou=vt.nms_iou, step=step
         )
+        if vt.tagger is not None:
+            tag_sequence(seq, tracks, vt.tagger)
         write_tracks(out / f"{seq.name}.txt", tracks)
         ids = {int(i) for ft in tracks.values() for i in ft.ids}
         print(f"{seq.name}: {len(dets)} frames, {len(ids)} tracks -> {out / (seq.name + '.txt')}")
@@ -601,6 +641,11 @@ def _tracker_options(s: argparse.ArgumentParser) -> None:
         help=f"class-agnostic NMS before association at this IoU (default {NMS_IOU}; 1 = off)",
     )
     s.add_argument(
+        "--actions",
+        metavar="RUN",
+        help="a classify run trained on `sora data tubes`: every track also gets an action",
+    )
+    s.add_argument(
         "--tracker-set",
         action="append",
         metavar="KEY=VALUE",
@@ -646,7 +691,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="the same seed gives the same files (default 0)"
     )
     s.add_argument("--workers", type=int, default=None, help="processes (default: up to 4)")
+    s.add_argument(
+        "--actions",
+        action="store_true",
+        help="detect: every object also does one of glide, zigzag, stop_go, pulse "
+        "(gt/actions.txt), for per-track actions",
+    )
     s.set_defaults(func=cmd_synth)
+    s = data.add_parser(
+        "tubes", help="crops of each labelled object over time, a folder per action"
+    )
+    s.add_argument("root", help="MOT layout with <sequence>/gt/actions.txt (id,action lines)")
+    s.add_argument("--out", required=True, help="new folder: OUT/<split>/<action>/<seq>_<id>.mp4")
+    s.add_argument("--size", type=int, default=64, help="crop side in pixels (default 64)")
+    s.add_argument(
+        "--margin",
+        type=float,
+        default=1.0,
+        help="context: the crop's side is (1 + margin) x the box's averaged longer side "
+        "(default 1.0)",
+    )
+    s.set_defaults(func=cmd_tubes)
     s = data.add_parser("inspect", help="classes, counts, durations, fps, sizes, unreadable files")
     s.add_argument("root", help="dataset folder: a folder per class, a manifest or a MOT layout")
     s.add_argument("--json", action="store_true", help="print JSON rather than text")

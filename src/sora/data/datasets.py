@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from sora.data.sampling import multi_view_indices, random_clip_indices, segment_indices
+from sora.data.sampling import random_clip_indices, segment_indices, view_indices
 from sora.errors import DatasetError, VideoReadError
 from sora.io.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoReader, read_video
 
@@ -272,14 +272,12 @@ class VideoClipDataset(Dataset):
                     self._frames[i] = frames
 
     def _indices(self, n: int) -> list[np.ndarray]:
-        if self.num_views > 1:
-            return multi_view_indices(n, self.clip_len, self.num_views)
-        if self.train:
-            rng = self._epoch_rng
-            if self.sampler == "random":
-                return [random_clip_indices(n, self.clip_len, 1, rng)]
-            return [segment_indices(n, self.clip_len, None, rng)]
-        return [segment_indices(n, self.clip_len, 0.5)]
+        if self.num_views > 1 or not self.train:  # test views, as the clips were sampled
+            return view_indices(n, self.clip_len, max(1, self.num_views), self.sampler)
+        rng = self._epoch_rng
+        if self.sampler == "random":
+            return [random_clip_indices(n, self.clip_len, 1, rng)]
+        return [segment_indices(n, self.clip_len, None, rng)]
 
     def __getitem__(self, i: int) -> dict:
         if not self.items:

@@ -64,3 +64,25 @@ def sliding_windows(num_frames: int, clip_len: int, stride: int, step: int = 1) 
 def multi_view_indices(num_frames: int, clip_len: int, num_views: int) -> list[np.ndarray]:
     """``num_views`` uniform test views with evenly spread offsets ``(j + 0.5) / num_views``."""
     return [segment_indices(num_frames, clip_len, (j + 0.5) / num_views) for j in range(num_views)]
+
+
+def contiguous_view_indices(num_frames: int, clip_len: int, num_views: int) -> list[np.ndarray]:
+    """``num_views`` contiguous clips (every frame) whose starts are evenly spread over the
+    possible starts, at ``(j + 0.5) / num_views``: the test views of a model trained on
+    contiguous clips (``sampler="random"``). A video shorter than a clip repeats its last
+    frame."""
+    last = max(0, num_frames - clip_len)
+    return [
+        np.minimum(
+            round((j + 0.5) / num_views * last) + np.arange(clip_len), num_frames - 1
+        ).astype(np.int64)
+        for j in range(num_views)
+    ]
+
+
+def view_indices(num_frames: int, clip_len: int, num_views: int, sampler: str) -> list[np.ndarray]:
+    """Test views as the model was trained: TSN segments for ``sampler="uniform"``,
+    contiguous clips for ``"random"``."""
+    if sampler == "random":
+        return contiguous_view_indices(num_frames, clip_len, num_views)
+    return multi_view_indices(num_frames, clip_len, num_views)

@@ -23,6 +23,19 @@ detection hard:
 * camera shake (a smooth random walk of up to 4 pixels), sensor noise;
 * distractors: grey moving shapes (not annotated) and the pillars.
 
+With ``actions=True`` (``sora data synth --task detect --actions``) every object also does
+one of four **actions** for the whole sequence, for per-track action recognition, written to
+``gt/actions.txt`` (``id,action`` per line) and ``OUT/actions.txt`` (the names):
+
+* ``glide``: moves along its path at 1-2.5 px per frame;
+* ``zigzag``: the same, swinging 4-6 px to the side and back every 10-14 frames;
+* ``stop_go``: stops and goes again every 8-12 frames (twice the speed while going);
+* ``pulse``: grows and shrinks by 35% every 10-16 frames while it moves.
+
+Objects do not spin in that variant (a spin would be a fifth, unlabelled motion). The
+action draws use their own random stream, and without ``actions`` the files are exactly
+those of the plain dataset.
+
 Everything is a pure function of ``(seed, split, index)``: the same seed gives the same files.
 """
 
@@ -47,6 +60,7 @@ from sora.data.synth import (
 from sora.io.files import atomic_write_bytes, atomic_write_text
 
 CLASSES = ("circle", "square", "triangle")
+ACTIONS = ("glide", "zigzag", "stop_go", "pulse")
 VERSION = 1
 WIDTH, HEIGHT, FPS = 128, 96, 15.0
 SPLIT_IDS = {"train": 10, "val": 11, "test": 12}
@@ -63,15 +77,24 @@ class _Track:
     angle: np.ndarray  # degrees
     alpha: np.ndarray  # (n,) 1 or 0 (flicker)
     depth: float
+    scale: np.ndarray | None = None  # (n,) size factor (pulse); None: 1
+    action: int = -1  # index into ACTIONS; -1 without actions
+
+    def radius(self, t: int) -> float:
+        return self.r if self.scale is None else self.r * float(self.scale[t])
 
 
-def _path(rng: np.random.Generator, n: int, r: float, w: int, h: int) -> tuple:
+def _path(
+    rng: np.random.Generator, n: int, r: float, w: int, h: int, speed: float | None = None
+) -> tuple:
     """A smooth random path: start anywhere (some just outside the frame), a speed of
-    0.3-3 px per frame, a slowly turning heading; bounces off a margin around the frame."""
+    0.3-3 px per frame (or ``speed``), a slowly turning heading; bounces off a margin
+    around the frame."""
     x = np.empty(n)
     y = np.empty(n)
     px, py = rng.uniform(-r, w + r), rng.uniform(-r, h + r)
-    speed = math.exp(rng.uniform(math.log(0.3), math.log(3.0)))
+    if speed is None:
+        speed = math.exp(rng.uniform(math.log(0.3), math.log(3.0)))
     heading = rng.uniform(0, 2 * math.pi)
     turn = rng.normal(0, 0.04, size=n).cumsum() * 0.5
     for t in range(n):
@@ -87,6 +110,29 @@ def _path(rng: np.random.Generator, n: int, r: float, w: int, h: int) -> tuple:
     return x, y, speed
 
 
+def _act(rng: np.random.Generator, tr: _Track, n: int, w: int, h: int) -> None:
+    """Give ``tr`` an action: a new path at 1-2.5 px per frame, shaped by the action, no
+    spin (see the module docstring)."""
+    tr.action = int(rng.integers(len(ACTIONS)))
+    x, y, _ = _path(rng, n, tr.r, w, h, speed=rng.uniform(1.0, 2.5))
+    t = np.arange(n)
+    phase = rng.uniform(0, 2 * math.pi)
+    name = ACTIONS[tr.action]
+    if name == "zigzag":
+        vx, vy = np.gradient(x), np.gradient(y)
+        norm = np.maximum(np.hypot(vx, vy), 1e-6)
+        swing = rng.uniform(4, 6) * np.sin(2 * math.pi * t / rng.uniform(10, 14) + phase)
+        x, y = x - swing * vy / norm, y + swing * vx / norm
+    elif name == "stop_go":
+        going = np.sin(2 * math.pi * t / rng.uniform(16, 24) + phase) > 0
+        progress = np.minimum(np.concatenate([[0.0], np.cumsum(2.0 * going[:-1])]), n - 1)
+        x, y = np.interp(progress, t, x), np.interp(progress, t, y)
+    elif name == "pulse":
+        tr.scale = 1 + 0.35 * np.sin(2 * math.pi * t / rng.uniform(10, 16) + phase)
+    tr.x, tr.y = x, y
+    tr.angle = np.full(n, tr.angle[0])
+
+
 def _mask(pts: list[tuple[float, float]], w: int, h: int) -> np.ndarray:
     img = Image.new("L", (w, h), 0)
     ImageDraw.Draw(img).polygon(pts, fill=255)
@@ -94,10 +140,11 @@ def _mask(pts: list[tuple[float, float]], w: int, h: int) -> np.ndarray:
 
 
 def render_sequence(
-    seed: int, split: str, index: int, num_frames: int
-) -> tuple[np.ndarray, list[tuple]]:
-    """Render one sequence: frames ``(T, H, W, 3)`` uint8 and its gt rows
-    ``(frame, id, x, y, w, h, conf, class, visibility)`` (1-based frame, MOT pixels)."""
+    seed: int, split: str, index: int, num_frames: int, actions: bool = False
+) -> tuple[np.ndarray, list[tuple], dict[int, str]]:
+    """Render one sequence: frames ``(T, H, W, 3)`` uint8, its gt rows
+    ``(frame, id, x, y, w, h, conf, class, visibility)`` (1-based frame, MOT pixels) and
+    ``{id: action}`` (empty without ``actions``)."""
     rng = np.random.default_rng([seed, SPLIT_IDS[split], index, VERSION])
     w, h, n = WIDTH, HEIGHT, num_frames
     bg = _background(rng, w, h)  # (h + 8, w + 8, 3), margin for the shake
@@ -124,6 +171,10 @@ def render_sequence(
                 float(rng.uniform()),
             )
         )
+    if actions:  # its own stream: the draws below stay those of the plain dataset
+        act_rng = np.random.default_rng([seed, SPLIT_IDS[split], index, VERSION, 1])
+        for tr in tracks:
+            _act(act_rng, tr, n, w, h)
     pillars = []
     for _ in range(int(rng.integers(0, 3))):
         pw = rng.uniform(6, 18)
@@ -171,11 +222,13 @@ def render_sequence(
             # (each at half opacity: the centre ends up 88% opaque, the trailing edges 50%)
             blur = math.hypot(vx, vy) > 3
             for s in (-1 / 6, 0.0, 1 / 6) if blur else (0.0,):
-                pts = _polygon(name, tr.x[t] + 4 + s * vx, tr.y[t] + 4 + s * vy, tr.r, tr.angle[t])
+                pts = _polygon(
+                    name, tr.x[t] + 4 + s * vx, tr.y[t] + 4 + s * vy, tr.radius(t), tr.angle[t]
+                )
                 _blend(canvas, pts, tr.colour, tr.alpha[t] * (0.5 if blur else 1.0))
             view = [
                 (px - ox, py - oy)
-                for px, py in _polygon(name, tr.x[t] + 4, tr.y[t] + 4, tr.r, tr.angle[t])
+                for px, py in _polygon(name, tr.x[t] + 4, tr.y[t] + 4, tr.radius(t), tr.angle[t])
             ]
             masks[k] = (_mask(view, w, h), view)
         for box, colour in pillars:
@@ -221,16 +274,16 @@ def render_sequence(
         view_img = view_img + noise * rng.standard_normal(size=view_img.shape, dtype=np.float32)
         frames[t] = np.clip(view_img, 0, 255).astype(np.uint8)
     rows.sort()
-    return frames, rows
+    return frames, rows, {k + 1: ACTIONS[tr.action] for k, tr in enumerate(tracks) if actions}
 
 
-def _write_sequence(args: tuple[Path, int, str, int, int]) -> str:
-    out, seed, split, index, num_frames = args
+def _write_sequence(args: tuple[Path, int, str, int, int, bool]) -> str:
+    out, seed, split, index, num_frames, actions = args
     seq = out / split / f"{split}_{index:03d}"
     done = seq / "gt" / "gt.txt"
     if done.is_file():
         return str(seq)  # cached: generation is deterministic
-    frames, rows = render_sequence(seed, split, index, num_frames)
+    frames, rows, acts = render_sequence(seed, split, index, num_frames, actions)
     import io
 
     for t, frame in enumerate(frames, start=1):
@@ -238,6 +291,10 @@ def _write_sequence(args: tuple[Path, int, str, int, int]) -> str:
         Image.fromarray(frame).save(buffer, format="JPEG", quality=92)
         atomic_write_bytes(seq / "img1" / f"{t:06d}.jpg", buffer.getvalue())
     atomic_write_text(seq / "gt" / "labels.txt", "\n".join(CLASSES) + "\n")
+    if actions:
+        atomic_write_text(
+            seq / "gt" / "actions.txt", "".join(f"{i},{a}\n" for i, a in acts.items())
+        )
     atomic_write_text(
         seq / "seqinfo.ini",
         f"[Sequence]\nname={seq.name}\nimDir=img1\nframeRate={FPS:g}\nseqLength={num_frames}\n"
@@ -260,8 +317,10 @@ def generate(
     frames: int = 90,
     seed: int = 0,
     workers: int | None = None,
+    actions: bool = False,
 ) -> Path:
-    """Write MotionShapes-Det to ``out`` (counts are sequences of ``frames`` frames each).
+    """Write MotionShapes-Det to ``out`` (counts are sequences of ``frames`` frames each);
+    ``actions``: the variant where every object does one of :data:`ACTIONS`.
 
     Existing sequences are kept (a cache); a folder made with another seed, version or
     length is refused rather than mixed.
@@ -269,16 +328,19 @@ def generate(
     out = Path(out)
     info_path = out / INFO
     info = {"version": VERSION, "seed": seed, "frames": frames, "classes": list(CLASSES)}
+    info["actions"] = list(ACTIONS) if actions else None  # None: absent in older folders
     claim_folder(out, info_path, info, "MotionShapes-Det")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(info_path, json.dumps(info, indent=2))
     jobs = [
-        (out, seed, split, i, frames)
+        (out, seed, split, i, frames, actions)
         for split, count in (("train", train), ("val", val), ("test", test))
         for i in range(count)
     ]
     run_jobs(_write_sequence, jobs, workers, serial_below=4)
     atomic_write_text(out / "labels.txt", "\n".join(CLASSES) + "\n")
+    if actions:
+        atomic_write_text(out / "actions.txt", "\n".join(ACTIONS) + "\n")
     atomic_write_text(
         info_path,
         json.dumps({**info, "sequences": {"train": train, "val": val, "test": test}}, indent=2),

@@ -38,7 +38,8 @@ from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_iou
 
 from sora.data.detection import frame_step
-from sora.data.mot import Sequence, dataset_labels, mot_row, read_split
+from sora.data.mot import FrameStore, Sequence, dataset_labels, mot_row, read_split
+from sora.data.tubes import read_actions
 from sora.errors import DatasetError
 from sora.evaluation import plots
 from sora.evaluation.detection import OCCLUDED_BELOW, detect_sequence
@@ -82,32 +83,66 @@ def track_sequence(
     return {ft.index: ft for ft in track_detections(frames(), tracker, conf=conf, nms_iou=nms_iou)}
 
 
-def ground_truth_detections(seq: Sequence, step: int = 1) -> dict[int, dict]:
-    """The sequence's ground-truth boxes as detections scored 1 (the association ceiling):
-    ``{frame: {boxes, scores, labels}}``, ignore rows left out."""
+def ground_truth_tracks(seq: Sequence, step: int = 1) -> Tracks:
+    """The ground truth as tracks (ids and boxes as annotated, ignore rows left out): what a
+    perfect detector and tracker would give, to measure what comes after them alone."""
     out = {}
     for f in range(1, seq.num_frames + 1, step):
         if not seq.present[f - 1]:
             continue
         t = seq.target(f)
         keep = ~t["ignore"]
-        out[f] = {
-            "boxes": t["boxes"][keep].numpy(),
-            "scores": np.ones(int(keep.sum()), np.float32),
-            "labels": t["labels"][keep].numpy(),
-        }
+        out[f] = FrameTracks(
+            index=f,
+            time=(f - 1) / seq.fps,
+            boxes=t["boxes"][keep].numpy(),
+            scores=np.ones(int(keep.sum()), np.float32),
+            labels=t["labels"][keep].numpy(),
+            ids=t["ids"][keep].numpy(),
+        )
     return out
 
 
-def write_tracks(path: Path, tracks: Tracks) -> None:
-    """MOTChallenge rows ``frame,id,x,y,w,h,conf,class,-1,-1`` (1-based pixels and class)."""
-    rows = (
-        mot_row(f, b, s, c, int(i))
-        for f, ft in sorted(tracks.items())
+def ground_truth_detections(seq: Sequence, step: int = 1) -> dict[int, dict]:
+    """The ground-truth boxes as detections scored 1 (to measure the association ceiling):
+    ``{frame: {boxes, scores, labels}}``."""
+    return {
+        f: {"boxes": ft.boxes, "scores": ft.scores, "labels": ft.labels}
+        for f, ft in ground_truth_tracks(seq, step).items()
+    }
+
+
+def tag_sequence(seq: Sequence, tracks: Tracks, tagger) -> None:
+    """Fill ``actions``/``action_probs`` of one sequence's tracks with ``tagger`` (an
+    :class:`~sora.inference.actions.ActionTagger`), streamed over the sequence's frames."""
+    tagger.reset()
+    store = FrameStore(seq, (seq.height, seq.width), cache=False)
+    for f in sorted(tracks):
+        ft = tracks[f]
+        image = store.get(f).permute(1, 2, 0).numpy()
+        ft.actions, ft.action_probs = tagger.update(ft.time, image, ft.ids, ft.boxes)
+
+
+def track_rows(frame: int, ft: FrameTracks) -> list[str]:
+    """MOTChallenge rows ``frame,id,x,y,w,h,conf,class,-1,-1`` (1-based pixels and class) of
+    one frame's tracks, then ``,action,probability`` (action 1-based) when tagged."""
+    rows = [
+        mot_row(frame, b, s, c, int(i))
         for b, s, c, i in zip(
             ft.boxes.tolist(), ft.scores.tolist(), ft.labels.tolist(), ft.ids, strict=True
         )
-    )
+    ]
+    if ft.actions is not None:
+        rows = [
+            f"{r},{int(a) + 1},{float(p):.4f}"
+            for r, a, p in zip(rows, ft.actions, ft.action_probs, strict=True)
+        ]
+    return rows
+
+
+def write_tracks(path: Path, tracks: Tracks) -> None:
+    """The tracks of one sequence as :func:`track_rows`, atomically."""
+    rows = (r for f, ft in sorted(tracks.items()) for r in track_rows(f, ft))
     atomic_write_text(path, "".join(f"{r}\n" for r in rows))
 
 
@@ -210,34 +245,42 @@ def trackeval_scores(
     }
 
 
-def id_switch_events(seq: Sequence, tracks: Tracks, step: int = 1) -> list[dict]:
-    """Each ID switch CLEAR counts, located: ``{"frame", "time", "gt_id", "after_occlusion"}``.
-
-    Same rule as TrackEval's CLEAR: per frame, Hungarian matching on IoU >= 0.5 with a bonus
-    for the pair matched at the previous frame; a switch is a ground-truth object matched
-    to a track id other than the one it last had."""
-    events: list[dict] = []
-    last: dict[int, int] = {}  # gt id -> track id at its last match
+def frame_matches(seq: Sequence, tracks: Tracks, step: int = 1):
+    """Per frame, CLEAR's matching of ground-truth objects to tracks: yields ``(frame,
+    target, {gt id: index into that frame's tracks})``. Hungarian matching on IoU >= 0.5
+    with a bonus for the pair matched at the previous frame, as TrackEval's CLEAR does."""
     prev: dict[int, int] = {}  # gt id -> track id at the previous frame
-    low_since: dict[int, bool] = {}  # gt id -> was occluded at some frame since its last match
-    empty = FrameTracks(0, 0.0, np.zeros((0, 4), np.float32), np.zeros(0), np.zeros(0, int), [])
     for f in range(1, seq.num_frames + 1, step):
         t = seq.target(f)
         keep = ~t["ignore"]
         gt_ids = t["ids"][keep].tolist()
-        for g, v in zip(gt_ids, t["visibility"][keep].tolist(), strict=True):
-            low_since[g] = low_since.get(g, False) or v < OCCLUDED_BELOW
-        ft = tracks.get(f, empty)
+        ft = tracks.get(f)
         matched: dict[int, int] = {}
-        if gt_ids and len(ft.ids):
+        if gt_ids and ft is not None and len(ft.ids):
             sim = box_iou(t["boxes"][keep], torch.from_numpy(ft.boxes)).numpy().astype(float)
             bonus = np.array([[prev.get(g) == int(i) for i in ft.ids] for g in gt_ids])
             score = np.where(sim >= 0.5 - np.finfo(float).eps, 1000 * bonus + sim, 0.0)
             rows, cols = linear_sum_assignment(-score)
             for r, c in zip(rows, cols, strict=True):
                 if score[r, c] > np.finfo(float).eps:
-                    matched[gt_ids[r]] = int(ft.ids[c])
-        for g, i in matched.items():
+                    matched[gt_ids[r]] = int(c)
+        prev = {g: int(ft.ids[c]) for g, c in matched.items()}
+        yield f, t, matched
+
+
+def id_switch_events(seq: Sequence, tracks: Tracks, step: int = 1) -> list[dict]:
+    """Each ID switch CLEAR counts, located: ``{"frame", "time", "gt_id", "after_occlusion"}``:
+    a ground-truth object matched (:func:`frame_matches`) to a track id other than the one
+    it last had."""
+    events: list[dict] = []
+    last: dict[int, int] = {}  # gt id -> track id at its last match
+    low_since: dict[int, bool] = {}  # gt id -> was occluded at some frame since its last match
+    for f, t, matched in frame_matches(seq, tracks, step):
+        keep = ~t["ignore"]
+        for g, v in zip(t["ids"][keep].tolist(), t["visibility"][keep].tolist(), strict=True):
+            low_since[g] = low_since.get(g, False) or v < OCCLUDED_BELOW
+        for g, c in matched.items():
+            i = int(tracks[f].ids[c])
             if g in last and last[g] != i:
                 events.append(
                     {
@@ -249,8 +292,66 @@ def id_switch_events(seq: Sequence, tracks: Tracks, step: int = 1) -> list[dict]
                 )
             last[g] = i
             low_since[g] = False
-        prev = matched
     return events
+
+
+def action_scores(
+    sequences: list[Sequence], tracks: dict[str, Tracks], classes: list[str], step: int = 1
+) -> dict:
+    """Per-track and frame-level action accuracy against ``gt/actions.txt``.
+
+    Each labelled ground-truth object gets the track matched to it most often
+    (:func:`frame_matches`); its action is that track's label at the last frame they were
+    matched. ``track_accuracy``: objects whose action is right, over all labelled objects
+    (an object never matched counts as wrong; ``tracks_matched`` says how many were);
+    ``track_accuracy_matched``: over the matched ones. ``frame_accuracy``: ground-truth
+    boxes matched by the object's track whose action at that frame is right ("box + id +
+    action"), over all labelled boxes. ``confusion``: objects, true action by row."""
+    objects = right = matched_objects = right_matched = boxes = boxes_right = 0
+    confusion = np.zeros((len(classes), len(classes)), int)
+    for seq in sequences:
+        truth = read_actions(seq)
+        per_frame = list(frame_matches(seq, tracks[seq.name], step))
+        count: dict[int, dict[int, int]] = {}
+        for f, _, matched in per_frame:
+            for g, c in matched.items():
+                i = int(tracks[seq.name][f].ids[c])
+                count.setdefault(g, {})[i] = count.setdefault(g, {}).get(i, 0) + 1
+        owner = {g: max(c, key=c.get) for g, c in count.items()}
+        final: dict[int, int] = {}
+        for f, t, matched in per_frame:
+            ft = tracks[seq.name].get(f)
+            keep = ~t["ignore"]
+            for g in t["ids"][keep].tolist():
+                if g not in truth:
+                    continue
+                boxes += 1
+                c = matched.get(g)
+                if c is None or int(ft.ids[c]) != owner.get(g):
+                    continue
+                final[g] = int(ft.actions[c])
+                boxes_right += classes[final[g]] == truth[g]
+        for g, action in truth.items():
+            if not np.any(seq.ann.track == g):
+                continue
+            objects += 1
+            if g in final:
+                matched_objects += 1
+                ok = classes[final[g]] == action
+                right += ok
+                right_matched += ok
+                if action in classes:
+                    confusion[classes.index(action), final[g]] += 1
+    return {
+        "objects": objects,
+        "tracks_matched": matched_objects,
+        "track_accuracy": round(right / max(objects, 1), 4),
+        "track_accuracy_matched": round(right_matched / max(matched_objects, 1), 4),
+        "boxes": boxes,
+        "frame_accuracy": round(boxes_right / max(boxes, 1), 4),
+        "classes": classes,
+        "confusion": confusion.tolist(),
+    }
 
 
 def score_tracking(
@@ -288,13 +389,16 @@ def evaluate_tracking(
     conf: float | None = None,
     nms_iou: float | None = NMS_IOU,
     options: dict | None = None,
+    actions: str | Path | None = None,
     out: str | Path | None = None,
 ) -> dict:
     """Track every sequence of ``data/<split>`` with the detection run ``run`` and
     ``tracker`` (thresholds and options as :class:`~sora.inference.tracking.VideoTracker`);
     writes ``OUT/tracking.json`` (``OUT`` defaults to ``RUN/eval``), the tracks
     under ``OUT/tracks/<tracker>/`` and ``OUT/id_switches.png``. Returns the metrics."""
-    vt = VideoTracker(run, tracker, high=high, conf=conf, nms_iou=nms_iou, options=options)
+    vt = VideoTracker(
+        run, tracker, high=high, conf=conf, nms_iou=nms_iou, options=options, actions=actions
+    )
     detector = vt.detector
     data = Path(data)
     if not data.is_dir():
@@ -318,11 +422,18 @@ def evaluate_tracking(
         tracks[seq.name] = track_sequence(
             seq, dets, vt.new_tracker, conf=vt.conf, nms_iou=vt.nms_iou, step=step
         )
+        if vt.tagger is not None:
+            tag_sequence(seq, tracks[seq.name], vt.tagger)
         track_s += time.perf_counter() - t1
         detect_s += t1 - t0
         frames += len(dets)
         write_tracks(out / "tracks" / tracker / f"{seq.name}.txt", tracks[seq.name])
     metrics = score_tracking(sequences, tracks, detector.classes, step)
+    if vt.tagger is not None:
+        metrics["actions"] = {
+            "run": str(actions),
+            **action_scores(sequences, tracks, vt.tagger.classes, step),
+        }
     metrics = {
         "task": "track",
         "split": split,

@@ -53,8 +53,10 @@ class Annotator:
         scores: np.ndarray,
         labels: np.ndarray,
         ids: np.ndarray,
+        notes: list[str] | None = None,
     ) -> np.ndarray:
-        """Tracked boxes with ``#id class score`` and trails. Call once
+        """Tracked boxes with ``#id class score`` (then ``notes[i]``, e.g. the action) and
+        trails. Call once
         per frame, in order: the trails remember the previous frames."""
         canvas, k = self._canvas(image)
         det = sv.Detections(
@@ -70,6 +72,8 @@ class Annotator:
             f"#{i} {self.classes[c]} {s:.2f}"
             for i, c, s in zip(det.tracker_id, det.class_id, det.confidence, strict=True)
         ]
+        if notes is not None:
+            text = [f"{t} {n}" for t, n in zip(text, notes, strict=True)]
         canvas = self.track_boxes.annotate(canvas, det)
         return self.track_labels.annotate(canvas, det, labels=text)
 

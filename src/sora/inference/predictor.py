@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sora.data.sampling import multi_view_indices, segment_indices
+from sora.data.sampling import segment_indices, view_indices
 from sora.data.transforms import video_transform
 from sora.io.video import VideoReader, read_video
 from sora.models.store import load_model, resolve_model_dir
@@ -65,7 +65,7 @@ class Predictor:
         """Label and class probabilities for a whole video."""
         frames, _ = read_video(source, fps=self.fps, short_side=self.config.data.short_side)
         views = views or self.config.data.eval_views
-        idx = multi_view_indices(frames.shape[0], self.clip_len, views)
+        idx = view_indices(frames.shape[0], self.clip_len, views, self.config.data.sampler)
         probs = self.clip_probs(torch.stack([frames[i] for i in idx])).mean(0)
         return {"duration": frames.shape[0] / self.fps, **self._result(probs)}
 

@@ -54,6 +54,8 @@ class FrameTracks:
     labels: np.ndarray
     ids: np.ndarray
     image: np.ndarray | None = None
+    actions: np.ndarray | None = None  # (n,) action indices, with an action run
+    action_probs: np.ndarray | None = None  # (n,) their probabilities
 
 
 def _tracker_class(name: str) -> type:
@@ -173,7 +175,9 @@ class VideoTracker:
 
     ``high`` defaults to the run's best-F1 threshold, ``conf`` to ``LOW_FRACTION * high``,
     ``nms_iou`` (class-agnostic NMS before association; ``None`` off) to :data:`NMS_IOU`;
-    ``options`` go to the tracker's constructor (:func:`tracker_options`)."""
+    ``options`` go to the tracker's constructor (:func:`tracker_options`). ``actions``: a
+    classify run trained on action tubes; every track then gets an action
+    (:class:`~sora.inference.actions.ActionTagger`)."""
 
     def __init__(
         self,
@@ -185,6 +189,7 @@ class VideoTracker:
         nms_iou: float | None = NMS_IOU,
         options: dict | None = None,
         device: str | None = None,
+        actions=None,
     ):
         from sora.inference.detector import Detector
 
@@ -196,6 +201,11 @@ class VideoTracker:
         self.conf = float(conf) if conf is not None else LOW_FRACTION * self.high
         self.nms_iou = nms_iou
         self.options = dict(options or {})
+        self.tagger = None
+        if actions is not None:
+            from sora.inference.actions import ActionTagger
+
+            self.tagger = ActionTagger(actions, device=device)
 
     def new_tracker(self, fps: float):
         """A fresh tracker for one video at nominal rate ``fps``."""
@@ -208,6 +218,13 @@ class VideoTracker:
         not resample; the tracker works on timestamps either way)."""
         tracker = self.new_tracker(self.detector.config.detect.fps or fps)
         frames = self.detector.detect_video(
-            source, score_thresh=self.conf, keep_images=keep_images, **kwargs
+            source, score_thresh=self.conf, keep_images=keep_images or bool(self.tagger), **kwargs
         )
-        yield from track_detections(frames, tracker, conf=self.conf, nms_iou=self.nms_iou)
+        for ft in track_detections(frames, tracker, conf=self.conf, nms_iou=self.nms_iou):
+            if self.tagger is not None:
+                ft.actions, ft.action_probs = self.tagger.update(
+                    ft.time, ft.image, ft.ids, ft.boxes
+                )
+                if not keep_images:
+                    ft.image = None
+            yield ft
