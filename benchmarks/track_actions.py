@@ -34,7 +34,7 @@ from common import machine, write_section
 from sora.config import apply_overrides, default_config
 from sora.data import synth_det
 from sora.data.mot import dataset_labels, read_split
-from sora.data.tubes import write_tubes
+from sora.data.tubes import classifier_settings, write_tubes
 from sora.evaluation.detection import detect_sequence, operating_threshold, score_sequences
 from sora.evaluation.evaluate import evaluate
 from sora.evaluation.tracking import (
@@ -49,13 +49,7 @@ from sora.inference.detector import Detector
 from sora.inference.tracking import LOW_FRACTION, make_tracker
 from sora.tasks.train import train
 
-SETTINGS = [
-    "data.sampler=random",
-    "data.fps=15",
-    "data.clip_len=24",
-    "data.crop=[56,56]",
-    "data.short_side=64",
-]
+SETTINGS = classifier_settings()
 
 
 def main() -> int:

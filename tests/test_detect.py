@@ -420,9 +420,14 @@ def test_detect_demo_end_to_end_keeps_earlier_runs(tmp_path):
         assert 0 < first[key] <= first["total_seconds"], key
     saved = json.loads((tmp_path / "demo" / "run" / "summary.json").read_text())
     assert saved["test_map50"] == first["test_map50"]
-    second = run_detect_demo(tmp_path / "demo", track=True, **kwargs)  # sora demo --task track
+    # sora demo --task track: the action variant, an action classifier, tracks with actions
+    second = run_detect_demo(tmp_path / "demo", track=True, action_epochs=1, **kwargs)
     assert Path(second["report"]).parent == tmp_path / "demo" / "run-2"
     assert 0 <= second["test_hota"] <= 1 and second["test_id_switches"] >= 0
+    assert 0 <= second["test_track_action_accuracy"] <= 1
+    assert (tmp_path / "motionshapes-det-actions-tubes" / "train").is_dir()
+    assert (tmp_path / "demo" / "run-2" / "actions" / "model" / "config.yaml").is_file()
+    assert "Per-track actions" in Path(second["report"]).read_text()
     assert probe(second["video"]).num_frames == 16
     assert "Tracking (bytetrack, test split" in Path(second["report"]).read_text()
     assert "test HOTA" in format_detect_summary(second) and "HOTA" not in format_detect_summary(

@@ -72,16 +72,15 @@ def cmd_synth(args) -> int:
 
 
 def cmd_tubes(args) -> int:
-    from sora.data.tubes import write_tubes
+    from sora.data.tubes import classifier_settings, write_tubes
 
     counts = write_tubes(args.root, args.out, size=args.size, margin=args.margin)
     for split, per in counts.items():
         print(f"{split}: " + ", ".join(f"{a} {n}" for a, n in sorted(per.items())))
     print(
         f"tubes written to {args.out}; train a per-track action classifier with\n"
-        f"  sora train --data {args.out} --out RUN --set data.sampler=random "
-        f"--set data.fps=15 --set data.clip_len=24 "
-        f"--set 'data.crop=[{args.size - 8},{args.size - 8}]' --set data.short_side={args.size}"
+        f"  sora train --data {args.out} --out RUN "
+        + " ".join(f"--set '{o}'" for o in classifier_settings(args.size))
     )
     return 0
 
@@ -594,11 +593,9 @@ def cmd_demo(args) -> int:
     if args.task in ("detect", "track"):
         from sora.demo_detect import format_detect_summary, run_detect_demo
 
-        out = args.out or f"runs/demo-{args.task}"
-        data = args.data or Path(out).parent / "motionshapes-det"
         result = run_detect_demo(
-            out,
-            data=data,
+            args.out or f"runs/demo-{args.task}",
+            data=args.data,
             overrides=args.set,
             progress=not args.quiet,
             track=args.task == "track",
@@ -844,7 +841,9 @@ def build_parser() -> argparse.ArgumentParser:
         "runs/demo, runs/demo-detect or runs/demo-track)",
     )
     s.add_argument(
-        "--data", help="dataset folder (default: OUT/../motionshapes or OUT/../motionshapes-det)"
+        "--data",
+        help="dataset folder (default: OUT/../motionshapes, OUT/../motionshapes-det or, for "
+        "track, OUT/../motionshapes-det-actions)",
     )
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
     s.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
 from sora.config import Config, apply_overrides, default_config
 from sora.data import synth_det
+from sora.data.tubes import classifier_settings
 from sora.demo import free_run_folder, timed
 from sora.evaluation.detection import evaluate_detection
 from sora.evaluation.report import write_report
@@ -37,24 +39,36 @@ def run_detect_demo(
     frames: int = 90,
     progress: bool = True,
     track: bool = False,
+    action_epochs: int = 20,
     log=print,
 ) -> dict:
     """Run the detection pipeline into ``out``; returns the summary (also ``RUN/summary.json``).
-    With ``track``, the test split is also tracked (ByteTrack) and scored by TrackEval, and
-    the video shows track ids and trails (``sora demo --task track``).
 
-    ``data`` defaults to ``out/../motionshapes-det`` (cached between runs). The run goes to
-    ``out/run`` or the first free ``out/run-K``: nothing is written over.
+    With ``track`` (``sora demo --task track``) the data is MotionShapes-Det's action
+    variant; after detection, the test split is tracked (ByteTrack), the objects' tubes
+    train an action classifier (``RUN/actions/``, a classify run of
+    ``action_epochs``), and tracks and actions are scored (TrackEval and the action
+    accuracies); the video shows ids, trails and actions.
+
+    ``data`` defaults to ``out/../motionshapes-det`` (``-actions`` with ``track``; cached
+    between runs). The run goes to ``out/run`` or the first free ``out/run-K``: nothing
+    is written over.
     """
     out = Path(out)
-    data = Path(data) if data is not None else out.parent / "motionshapes-det"
+    default = "motionshapes-det-actions" if track else "motionshapes-det"
+    data = Path(data) if data is not None else out.parent / default
     run = free_run_folder(out)
     timings = {}
     t0 = time.perf_counter()
     log(f"[1/5] MotionShapes-Det in {data} (cached after the first run)")
     with timed(timings, "data_seconds"):
         synth_det.generate(
-            data, train=sequences[0], val=sequences[1], test=sequences[2], frames=frames
+            data,
+            train=sequences[0],
+            val=sequences[1],
+            test=sequences[2],
+            frames=frames,
+            actions=track,
         )
 
     config = apply_overrides(detect_demo_config(), overrides or [])
@@ -70,14 +84,25 @@ def run_detect_demo(
     if track:
         from sora.evaluation.tracking import evaluate_tracking
 
-        log("      tracking the test split (ByteTrack) and scoring it with TrackEval")
+        log(f"      action tubes and a {action_epochs}-epoch action classifier -> {run}/actions")
+        with timed(timings, "actions_seconds"):
+            tubes = _cached_tubes(data)
+            settings = [*classifier_settings(), f"train.epochs={action_epochs}"]
+            settings.append("train.early_stop_patience=0")
+            act_config = apply_overrides(default_config("classify"), settings)
+            act_summary = train(act_config, tubes, run / "actions", progress=progress)
+        log("      tracking the test split (ByteTrack) with actions; TrackEval")
         with timed(timings, "track_seconds"):
-            tracking = evaluate_tracking(run, data, split="test")
+            tracking = evaluate_tracking(run, data, split="test", actions=run / "actions")
 
     log(f"[4/5] annotated video of {VIDEO_SEQUENCE}")
     with timed(timings, "video_seconds"):
         video = annotate_sequence(
-            run, data / "test" / VIDEO_SEQUENCE, run / "annotated.mp4", tracks=track
+            run,
+            data / "test" / VIDEO_SEQUENCE,
+            run / "annotated.mp4",
+            tracks=track,
+            actions=run / "actions" if track else None,
         )
 
     log("[5/5] writing the report")
@@ -103,30 +128,61 @@ def run_detect_demo(
                 "test_mota": tracking["MOTA"],
                 "test_idf1": tracking["IDF1"],
                 "test_id_switches": tracking["IDSW"],
+                "test_track_action_accuracy": tracking["actions"]["track_accuracy"],
+                "test_box_id_action_accuracy": tracking["actions"]["frame_accuracy"],
+                "action_val_accuracy": act_summary.get("best_val_acc"),
             }
         )
     atomic_write_text(run / "summary.json", json.dumps(result, indent=2))
     return result
 
 
+def _cached_tubes(data: Path) -> Path:
+    """``DATA-tubes`` next to the data, written once (via a ``.partial`` folder renamed at
+    the end, so an interrupted run leaves nothing that looks complete)."""
+    from sora.data.tubes import write_tubes
+
+    tubes = data.parent / f"{data.name}-tubes"
+    if not tubes.is_dir():
+        partial = data.parent / f"{data.name}-tubes.partial"
+        if partial.is_dir():
+            shutil.rmtree(partial)
+        write_tubes(data, partial)
+        partial.rename(tubes)
+    return tubes
+
+
 def annotate_sequence(
-    run: Path, sequence: Path, path: Path, conf: float | None = None, tracks: bool = False
+    run: Path,
+    sequence: Path,
+    path: Path,
+    conf: float | None = None,
+    tracks: bool = False,
+    actions: Path | None = None,
 ) -> Path:
     """Detect in a MOT sequence's frames and write them annotated (supervision) as H.264,
     boxes scored ``conf`` or more (default: the run's best-F1 threshold from evaluation);
-    with ``tracks``, ByteTrack's tracks with their ids and trails instead."""
+    with ``tracks``, ByteTrack's tracks with their ids and trails instead (and each
+    track's action, with an ``actions`` run)."""
     from sora.data.mot import read_sequence
 
     seq = read_sequence(sequence)
     if tracks:
         from sora.inference.tracking import VideoTracker
 
-        vt = VideoTracker(run)
+        vt = VideoTracker(run, actions=actions)
         annotator = Annotator(vt.classes)
         with VideoWriter(path, seq.fps, overwrite=True) as writer:
             for ft in vt.track_video(seq.source, keep_images=True, image_fps=seq.fps):
+                notes = None
+                if ft.actions is not None:
+                    names = vt.tagger.classes
+                    notes = [
+                        f"{names[int(a)]} {p:.2f}"
+                        for a, p in zip(ft.actions, ft.action_probs, strict=True)
+                    ]
                 writer.write(
-                    annotator.draw_tracks(ft.image, ft.boxes, ft.scores, ft.labels, ft.ids)
+                    annotator.draw_tracks(ft.image, ft.boxes, ft.scores, ft.labels, ft.ids, notes)
                 )
         return path
     detector = Detector(run)
@@ -152,6 +208,12 @@ def format_detect_summary(result: dict) -> str:
                 ("test HOTA (ByteTrack, TrackEval)", f"{result['test_hota']:.3f}"),
                 ("test MOTA / IDF1", f"{result['test_mota']:.3f} / {result['test_idf1']:.3f}"),
                 ("test ID switches", str(result["test_id_switches"])),
+                ("test per-track action accuracy", f"{result['test_track_action_accuracy']:.3f}"),
+                (
+                    "test box + id + action, per frame",
+                    f"{result['test_box_id_action_accuracy']:.3f}",
+                ),
+                ("action classifier (s)", f"{result['actions_seconds']:.1f}"),
                 ("tracking + TrackEval (s)", f"{result['track_seconds']:.1f}"),
             ]
             if "test_hota" in result

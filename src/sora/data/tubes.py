@@ -41,6 +41,18 @@ CENTRE_RATE, SIDE_RATE = 0.25, 0.1
 MIN_FRAMES = 8
 
 
+def classifier_settings(size: int = TUBE_SIZE) -> list[str]:
+    """The ``--set`` overrides for a tube classifier: contiguous clips (``sampler=random``,
+    what a stream gives) of 24 frames at 15 fps, cropped 8 px inside the tube."""
+    return [
+        "data.sampler=random",
+        "data.fps=15",
+        "data.clip_len=24",
+        f"data.crop=[{size - 8},{size - 8}]",
+        f"data.short_side={size}",
+    ]
+
+
 def crop_squares(frame: torch.Tensor, squares, size: int = TUBE_SIZE) -> torch.Tensor:
     """``frame`` ``(3, H, W)`` uint8, ``squares`` ``(n, 4)`` xyxy pixels -> ``(n, 3, size,
     size)`` uint8, bilinear; outside the frame is black."""

@@ -187,6 +187,23 @@ def _tracking_section(e: Path, tr: dict) -> str:
     and the ID switches over time."""
     keys = ["HOTA", "DetA", "AssA", "MOTA", "IDF1", "IDSW", "Frag"]
     sw = tr["id_switches"]
+    actions = ""
+    if "actions" in tr:
+        a = tr["actions"]
+        actions = (
+            "<h3>Per-track actions</h3>"
+            + _cards(
+                [
+                    ("per-track action accuracy", f"{a['track_accuracy']:.3f}"),
+                    ("box + id + action, per frame", f"{a['frame_accuracy']:.3f}"),
+                    ("objects tracked", f"{a['tracks_matched']} of {a['objects']}"),
+                ]
+            )
+            + _table(
+                ["true \\ predicted", *a["classes"]],
+                [[c, *row] for c, row in zip(a["classes"], a["confusion"], strict=True)],
+            )
+        )
     return (
         f"<h2>Tracking ({html.escape(tr['tracker'])}, {html.escape(tr['split'])} split, "
         f"{tr['num_sequences']} sequences; TrackEval)</h2>"
@@ -213,6 +230,7 @@ def _tracking_section(e: Path, tr: dict) -> str:
             ],
         )
         + _img(e / "id_switches.png", "ID switches over time")
+        + actions
     )
 
 
