@@ -39,6 +39,12 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     ap.add_argument("--data", default="runs/motionshapes-det-bench", help="MotionShapes-Det")
     ap.add_argument("--work", default="runs/bench-detect", help="benchmarks/detection.py's models")
+    ap.add_argument(
+        "--frame-dropout",
+        type=float,
+        default=0.0,
+        help="detect.frame_dropout for the SoraDet's clips (default 0)",
+    )
     ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = ap.parse_args()
     torch.set_flush_denormal(True)
@@ -47,7 +53,10 @@ def main() -> int:
         print(f"{work / 'per-frame'}: no saved model; run benchmarks/detection.py first")
         return 1
     labels = dataset_labels(data)
-    train_set = clip_dataset(default_config("detect"), read_split(data, "train"), train=True)
+    config0 = default_config("detect")
+    train_set = clip_dataset(config0, read_split(data, "train"), train=True)
+    config0.detect.frame_dropout = args.frame_dropout
+    soradet_set = clip_dataset(config0, read_split(data, "train"), train=True)
     val, test = read_split(data, "val", labels), read_split(data, "test", labels)
     base, config, classes = load_model(work / "per-frame" / "model")
     rows = []
@@ -57,9 +66,11 @@ def main() -> int:
         c.detect.temporal = temporal
         model = SoraDet(c.model, c.detect)
         model.load_state_dict(base.state_dict(), strict=False)  # the ConvGRU cells are new
-        fit = train_budget(name, model, train_set, args.seconds, args.lr, lambda *_: None)
+        clips = soradet_set if temporal == "convgru" else train_set
+        fit = train_budget(name, model, clips, args.seconds, args.lr, lambda *_: None)
         model.eval()
-        out = work / ("warm-SoraDet" if temporal == "convgru" else "per-frame-continued")
+        tag = f"-dropout{args.frame_dropout:g}" if args.frame_dropout else ""
+        out = work / (f"warm-SoraDet{tag}" if temporal == "convgru" else "per-frame-continued")
         save_model(model, c, classes, out / "model")
         detector = Detector(out, device="cpu")
         m, _, dets = score_sequences(test, lambda s, d=detector: detect_sequence(d, s))
@@ -87,11 +98,12 @@ def main() -> int:
     )
     print(table)
     if not args.no_write:
+        drop = f" --frame-dropout {args.frame_dropout:g}" if args.frame_dropout else ""
         write_section(
-            "warm-start",
-            f"## SoraDet warm-started from the per-frame model ({time.strftime('%Y-%m-%d')}, "
-            f"{machine()})\n\n`python benchmarks/warm_start.py --seconds {args.seconds:g} "
-            f"--lr {args.lr:g}`: both from the 240-s per-frame model of "
+            "warm-start" + ("-dropout" if drop else ""),
+            f"## SoraDet warm-started from the per-frame model{drop and ', frame dropout'} "
+            f"({time.strftime('%Y-%m-%d')}, {machine()})\n\n`python benchmarks/warm_start.py "
+            f"--seconds {args.seconds:g} --lr {args.lr:g}{drop}`: both from the 240-s per-frame model of "
             "`benchmarks/detection.py`, the same extra budget; test split, ByteTrack, "
             "TrackEval.\n\n" + table,
         )

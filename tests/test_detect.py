@@ -433,3 +433,21 @@ def test_detect_demo_end_to_end_keeps_earlier_runs(tmp_path):
     assert "test HOTA" in format_detect_summary(second) and "HOTA" not in format_detect_summary(
         first
     )
+
+
+def test_frame_dropout_hides_frames_but_keeps_the_boxes(det_data):
+    seq = read_split(det_data, "train")[0]
+    kwargs = dict(size=(48, 64), clip_len=6, stride=6, train=True, cache=False)
+    plain = DetectionClipDataset([seq], **kwargs)
+    torch.manual_seed(0)
+    dropped = DetectionClipDataset([seq], frame_dropout=1.0, **kwargs)
+    a, b = plain[0], dropped[0]
+    same = [torch.equal(x, y) for x, y in zip(a["video"], b["video"], strict=True)]
+    assert same[0] and 1 <= same.count(False) <= 2  # never the first frame; 1-2 frames
+    gap = [k for k, s in enumerate(same) if not s]
+    assert gap == list(range(gap[0], gap[-1] + 1))  # consecutive
+    frames = torch.stack([dropped.stores[0].get(f) for f in dropped.items[0][1]])
+    median = (frames.median(0).values.float() / 255 - dropped.mean[0]) / dropped.std[0]
+    torch.testing.assert_close(b["video"][gap[0]], median)
+    for t, u in zip(a["targets"], b["targets"], strict=True):
+        assert torch.equal(t["boxes"], u["boxes"])

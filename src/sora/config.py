@@ -158,6 +158,10 @@ class DetectConfig:
     agnostic_nms: suppress overlapping boxes whatever their class (one box per object), rather
         than class by class.
     hflip: mirror training clips left-right with probability 0.5.
+    frame_dropout: with this probability a training clip has 1-2 consecutive frames (never
+        the first) replaced by the clip's per-pixel median, in which moving objects vanish
+        and the background stays; the boxes are kept, so the model learns to carry objects
+        through a gap from memory (a per-frame model cannot). 0 turns it off.
     """
 
     size: list[int] = field(default_factory=lambda: [96, 128])
@@ -175,6 +179,7 @@ class DetectConfig:
     max_detections: int = 100
     agnostic_nms: bool = False
     hflip: bool = True
+    frame_dropout: float = 0.0
 
 
 @dataclass

@@ -30,7 +30,9 @@ class DetectionClipDataset(Dataset):
         sequences: from :func:`sora.data.mot.read_split`.
         size: ``(height, width)`` of the frames given to the model.
         clip_len, stride: frames per clip and between clip starts (after subsampling).
-        train: random left-right mirror (``hflip``) of whole clips.
+        train: random left-right mirror (``hflip``) of whole clips, and ``frame_dropout``:
+            the probability that 1-2 consecutive frames (never the first) are replaced by
+            the clip's per-pixel median (objects vanish, boxes kept).
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class DetectionClipDataset(Dataset):
         fps: float | None = None,
         train: bool = False,
         hflip: bool = False,
+        frame_dropout: float = 0.0,
         mean: Seq[float] = (0.485, 0.456, 0.406),
         std: Seq[float] = (0.229, 0.224, 0.225),
         cache: bool = True,
@@ -51,6 +54,7 @@ class DetectionClipDataset(Dataset):
         self.size = (int(size[0]), int(size[1]))
         self.clip_len = clip_len
         self.train, self.hflip = train, hflip
+        self.frame_dropout = frame_dropout
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
         self.stores = [FrameStore(s, self.size, cache) for s in self.sequences]
@@ -85,6 +89,12 @@ class DetectionClipDataset(Dataset):
             for t in targets:
                 b = t["boxes"]
                 t["boxes"] = torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], 1)
+        if self.train and self.frame_dropout and len(frames) > 2:
+            if torch.rand(()) < self.frame_dropout:
+                gap = int(torch.randint(1, 3, ()))
+                start = int(torch.randint(1, len(frames) - gap + 1, ()))
+                video = video.clone()
+                video[start : start + gap] = video.median(0).values
         x = (video.float() / 255 - self.mean) / self.std
         return {"video": x, "targets": targets, "index": i}
 

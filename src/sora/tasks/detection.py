@@ -52,6 +52,7 @@ def clip_dataset(config: Config, sequences: list[Sequence], *, train: bool) -> D
         fps=d.fps,
         train=train,
         hflip=d.hflip,
+        frame_dropout=d.frame_dropout if train else 0.0,
         mean=config.data.mean,
         std=config.data.std,
         cache=config.data.cache,
