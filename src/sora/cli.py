@@ -468,23 +468,13 @@ def cmd_track(args) -> int:
                 for row in track_rows(ft.index + 1, ft):
                     print(row)
             if annotator is not None:
-                notes = None
-                if ft.actions is not None:
-                    notes = [
-                        f"{names[int(a)]} {p:.2f}"
-                        for a, p in zip(ft.actions, ft.action_probs, strict=True)
-                    ]
-                video.write(
-                    annotator.draw_tracks(ft.image, ft.boxes, ft.scores, ft.labels, ft.ids, notes)
-                )
+                video.write(annotator.draw_frame_tracks(ft, names))
     return 0
 
 
 def _track_split(args, vt) -> int:
-    from sora.data.detection import frame_step
     from sora.data.mot import read_split
-    from sora.evaluation.detection import detect_sequence
-    from sora.evaluation.tracking import tag_sequence, track_sequence, write_tracks
+    from sora.evaluation.tracking import run_sequence, write_tracks
 
     if args.save_video or args.format == "jsonl":
         raise ValueError(
@@ -494,16 +484,12 @@ def _track_split(args, vt) -> int:
     split = Path(args.source)
     out = Path(args.out) if args.out else Path(args.run) / "tracks" / split.name / vt.name
     for seq in read_split(split.parent, split.name, vt.classes):
-        step = frame_step(seq, vt.detector.config.detect.fps)
-        dets = detect_sequence(vt.detector, seq)
-        tracks = track_sequence(
-            seq, dets, vt.new_tracker, conf=vt.conf, nms_iou=vt.nms_iou, step=step
-        )
-        if vt.tagger is not None:
-            tag_sequence(seq, tracks, vt.tagger)
+        tracks, cost = run_sequence(vt, seq)
         write_tracks(out / f"{seq.name}.txt", tracks)
         ids = {int(i) for ft in tracks.values() for i in ft.ids}
-        print(f"{seq.name}: {len(dets)} frames, {len(ids)} tracks -> {out / (seq.name + '.txt')}")
+        print(
+            f"{seq.name}: {cost['frames']} frames, {len(ids)} tracks -> {out / (seq.name + '.txt')}"
+        )
     return 0
 
 

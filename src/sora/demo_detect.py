@@ -173,17 +173,9 @@ def annotate_sequence(
         vt = VideoTracker(run, actions=actions)
         annotator = Annotator(vt.classes)
         with VideoWriter(path, seq.fps, overwrite=True) as writer:
+            names = vt.tagger.classes if vt.tagger is not None else None
             for ft in vt.track_video(seq.source, keep_images=True, image_fps=seq.fps):
-                notes = None
-                if ft.actions is not None:
-                    names = vt.tagger.classes
-                    notes = [
-                        f"{names[int(a)]} {p:.2f}"
-                        for a, p in zip(ft.actions, ft.action_probs, strict=True)
-                    ]
-                writer.write(
-                    annotator.draw_tracks(ft.image, ft.boxes, ft.scores, ft.labels, ft.ids, notes)
-                )
+                writer.write(annotator.draw_frame_tracks(ft, names))
         return path
     detector = Detector(run)
     conf = detector.operating_threshold() if conf is None else conf

@@ -379,6 +379,21 @@ def score_tracking(
     }
 
 
+def run_sequence(vt: VideoTracker, seq: Sequence) -> tuple[Tracks, dict]:
+    """One MOT sequence through ``vt``: SoraDet streamed over it, its detections associated,
+    and each track's action when ``vt`` has an action run. Returns the tracks and
+    ``{"frames", "detect_seconds", "track_seconds"}`` (association and actions)."""
+    t0 = time.perf_counter()
+    dets = detect_sequence(vt.detector, seq)
+    t1 = time.perf_counter()
+    step = frame_step(seq, vt.detector.config.detect.fps)
+    tracks = track_sequence(seq, dets, vt.new_tracker, conf=vt.conf, nms_iou=vt.nms_iou, step=step)
+    if vt.tagger is not None:
+        tag_sequence(seq, tracks, vt.tagger)
+    cost = {"frames": len(dets), "detect_seconds": t1 - t0}
+    return tracks, {**cost, "track_seconds": time.perf_counter() - t1}
+
+
 def evaluate_tracking(
     run: str | Path,
     data: str | Path,
@@ -416,17 +431,10 @@ def evaluate_tracking(
     detect_s = track_s = 0.0
     frames = 0
     for seq in sequences:
-        t0 = time.perf_counter()
-        dets = detect_sequence(detector, seq)
-        t1 = time.perf_counter()
-        tracks[seq.name] = track_sequence(
-            seq, dets, vt.new_tracker, conf=vt.conf, nms_iou=vt.nms_iou, step=step
-        )
-        if vt.tagger is not None:
-            tag_sequence(seq, tracks[seq.name], vt.tagger)
-        track_s += time.perf_counter() - t1
-        detect_s += t1 - t0
-        frames += len(dets)
+        tracks[seq.name], cost = run_sequence(vt, seq)
+        frames += cost["frames"]
+        detect_s += cost["detect_seconds"]
+        track_s += cost["track_seconds"]
         write_tracks(out / "tracks" / tracker / f"{seq.name}.txt", tracks[seq.name])
     metrics = score_tracking(sequences, tracks, detector.classes, step)
     if vt.tagger is not None:

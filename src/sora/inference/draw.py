@@ -77,6 +77,18 @@ class Annotator:
         canvas = self.track_boxes.annotate(canvas, det)
         return self.track_labels.annotate(canvas, det, labels=text)
 
+    def draw_frame_tracks(self, ft, actions: list[str] | None = None) -> np.ndarray:
+        """One :class:`~sora.inference.tracking.FrameTracks` (with its ``image``) drawn by
+        :meth:`draw_tracks`, each label followed by the track's action and its probability
+        when the frame was tagged (``actions``: the action names)."""
+        notes = None
+        if ft.actions is not None and actions is not None:
+            notes = [
+                f"{actions[int(a)]} {p:.2f}"
+                for a, p in zip(ft.actions, ft.action_probs, strict=True)
+            ]
+        return self.draw_tracks(ft.image, ft.boxes, ft.scores, ft.labels, ft.ids, notes)
+
     def draw(
         self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray
     ) -> np.ndarray:
