@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from common import machine, write_section
-from streaming import make_inputs, plot, sampled_rss
+from streaming import make_inputs, plot, rss_at, sampled_rss
 
 
 def random_model(root: Path) -> Path:
@@ -79,16 +79,13 @@ def main() -> int:
         return 1
     r = stream(video, run)
     rss = [m for _, m in r["rss"]]
-
-    def at(frac: float) -> float:
-        return min(r["rss"], key=lambda s: abs(s[0] - frac * r["seconds"]))[1]
-
     weights = "random weights" if args.random else f"trained ({run})"
     table = (
         "| model | frames | boxes (score ≥ 0.3) | frames/s (decode incl.) "
         "| RSS at 10% / 50% / 100% (MB) | peak RSS (MB) |\n|---|---|---|---|---|---|\n"
         f"| SoraDet, {weights} | {r['frames']} | {r['boxes']} "
-        f"| {r['frames'] / r['seconds']:.0f} | {at(0.1):.0f} / {at(0.5):.0f} / {at(1.0):.0f} "
+        f"| {r['frames'] / r['seconds']:.0f} "
+        f"| {rss_at(r, 0.1):.0f} / {rss_at(r, 0.5):.0f} / {rss_at(r, 1.0):.0f} "
         f"| {max(rss):.0f} |"
     )
     print(table)

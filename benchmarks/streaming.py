@@ -59,6 +59,12 @@ def sampled_rss(every: float = 0.2):
         thread.join()
 
 
+def rss_at(run: dict, fraction: float) -> float:
+    """RSS (MB) of the sample nearest ``fraction`` of a run's ``seconds``, from its ``rss``
+    samples ``[(seconds, MB)]`` (:func:`sampled_rss`)."""
+    return min(run["rss"], key=lambda s: abs(s[0] - fraction * run["seconds"]))[1]
+
+
 def make_inputs(root: Path, minutes: float) -> tuple[Path, Path]:
     """A cached long video and a randomly initialised saved model (default config)."""
     import torch
@@ -178,16 +184,13 @@ def main() -> int:
     ]
     for r in rows:
         rss = r["rss"]
-
-        def at(frac, rss=rss, seconds=r["seconds"]):
-            return min(rss, key=lambda s: abs(s[0] - frac * seconds))[1]
-
         lines.append(
             f"| {r['mode']} | {r['outputs']} | {r['gflops_per_output']:.3f} "
             f"| {r['ms_per_output']:.2f} "
             f"| {r['gflops_per_output'] / base['gflops_per_output']:.1f} "
             f"| {r['ms_per_output'] / base['ms_per_output']:.1f} "
-            f"| {at(0.1):.0f} / {at(0.5):.0f} / {at(1.0):.0f} | {max(m for _, m in rss):.0f} |"
+            f"| {rss_at(r, 0.1):.0f} / {rss_at(r, 0.5):.0f} / {rss_at(r, 1.0):.0f} "
+            f"| {max(m for _, m in rss):.0f} |"
         )
     table = "\n".join(lines)
     print(table)

@@ -30,23 +30,22 @@ from pathlib import Path
 
 import torch
 from common import machine, write_section
+from tracking import track_all, val_threshold
 
 from sora.config import apply_overrides, default_config
 from sora.data import synth_det
 from sora.data.mot import dataset_labels, read_split
 from sora.data.tubes import classifier_settings, write_tubes
-from sora.evaluation.detection import detect_sequence, operating_threshold, score_sequences
+from sora.evaluation.detection import detect_sequence
 from sora.evaluation.evaluate import evaluate
 from sora.evaluation.tracking import (
     action_scores,
     ground_truth_tracks,
     score_tracking,
     tag_sequence,
-    track_sequence,
 )
 from sora.inference.actions import ActionTagger
 from sora.inference.detector import Detector
-from sora.inference.tracking import LOW_FRACTION, make_tracker
 from sora.tasks.train import train
 
 SETTINGS = classifier_settings()
@@ -88,17 +87,8 @@ def main() -> int:
     print(rows[-1], flush=True)
     for name in ("SoraDet", "per-frame"):
         detector = Detector(Path(args.detectors) / name, device="cpu")
-        _, res, _ = score_sequences(val, lambda s, d=detector: detect_sequence(d, s))
-        high = operating_threshold(res)
-        tracks = {
-            s.name: track_sequence(
-                s,
-                detect_sequence(detector, s),
-                lambda fps, h=high: make_tracker("bytetrack", fps=fps, high=h),
-                conf=LOW_FRACTION * high,
-            )
-            for s in test
-        }
+        dets = {s.name: detect_sequence(detector, s) for s in test}
+        tracks = track_all(test, dets, val_threshold(detector, val))
         for s in test:
             tag_sequence(s, tracks[s.name], tagger)
         a = action_scores(test, tracks, tagger.classes)

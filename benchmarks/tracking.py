@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 from common import machine, write_section
-from streaming import make_inputs, sampled_rss
+from streaming import make_inputs, rss_at, sampled_rss
 
 from sora.data.mot import dataset_labels, read_split
 from sora.evaluation.detection import detect_sequence, operating_threshold, score_sequences
@@ -39,14 +39,32 @@ from sora.inference.tracking import LOW_FRACTION, TRACKERS, VideoTracker, make_t
 DETECTORS = ("SoraDet", "per-frame", "ground truth")
 
 
+def val_threshold(detector: Detector, val) -> float:
+    """The detector's best-F1 score threshold on ``val`` (what ``sora eval`` stores)."""
+    _, result, _ = score_sequences(val, lambda s: detect_sequence(detector, s))
+    return operating_threshold(result)
+
+
+def track_all(test, dets: dict, high: float, tracker: str = "bytetrack") -> dict:
+    """``{sequence: tracks}``: ``dets`` (``{sequence: {frame: detections}}``) associated by
+    ``tracker`` with ``sora track``'s defaults for a run whose threshold is ``high``."""
+    return {
+        s.name: track_sequence(
+            s,
+            dets[s.name],
+            lambda fps: make_tracker(tracker, fps=fps, high=high),
+            conf=LOW_FRACTION * high,
+        )
+        for s in test
+    }
+
+
 def detections(name: str, work: Path, val, test) -> tuple[float, dict]:
     """``(high threshold, {sequence: {frame: detections}})`` of one detector on ``test``."""
     if name == "ground truth":
         return 0.5, {s.name: ground_truth_detections(s) for s in test}
     detector = Detector(work / name, device="cpu")
-    _, result, _ = score_sequences(val, lambda s: detect_sequence(detector, s))
-    high = operating_threshold(result)
-    return high, {s.name: detect_sequence(detector, s) for s in test}
+    return val_threshold(detector, val), {s.name: detect_sequence(detector, s) for s in test}
 
 
 def end_to_end(video: Path, run: Path) -> dict:
@@ -84,15 +102,7 @@ def main() -> int:
         high, dets = detections(det, work, val, test)
         for tracker in TRACKERS:
             t0 = time.perf_counter()
-            tracks = {
-                s.name: track_sequence(
-                    s,
-                    dets[s.name],
-                    lambda fps, t=tracker, h=high: make_tracker(t, fps=fps, high=h),
-                    conf=LOW_FRACTION * high,
-                )
-                for s in test
-            }
+            tracks = track_all(test, dets, high, tracker)
             seconds = time.perf_counter() - t0
             m = score_tracking(test, tracks, labels)
             row = {
@@ -113,9 +123,6 @@ def main() -> int:
     e2e = end_to_end(video, work / "SoraDet")
     rss = [m for _, m in e2e["rss"]]
 
-    def at(frac: float) -> float:
-        return min(e2e["rss"], key=lambda s: abs(s[0] - frac * e2e["seconds"]))[1]
-
     table = (
         "| detector | tracker | high | HOTA | DetA | AssA | MOTA | IDF1 | ID switches "
         "| after occl. | association frames/s |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
@@ -130,7 +137,8 @@ def main() -> int:
         f"\nEnd to end (`VideoTracker.track_video`, SoraDet + ByteTrack, decode included) over "
         f"the {args.minutes:g}-minute 160x120 recording: {e2e['frames']} frames in "
         f"{e2e['seconds']:.0f} s = **{e2e['frames'] / e2e['seconds']:.0f} frames/s**; RSS "
-        f"{at(0.1):.0f} / {at(0.5):.0f} / {at(1.0):.0f} MB at 10% / 50% / 100%, peak "
+        f"{rss_at(e2e, 0.1):.0f} / {rss_at(e2e, 0.5):.0f} / {rss_at(e2e, 1.0):.0f} MB at "
+        "10% / 50% / 100%, peak "
         f"{max(rss):.0f} MB."
     )
     print(table + speed)

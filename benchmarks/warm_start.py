@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 from common import machine, write_section
 from detection import train_budget
+from tracking import track_all, val_threshold
 
 from sora.config import default_config
 from sora.data.mot import dataset_labels, read_split
-from sora.evaluation.detection import detect_sequence, operating_threshold, score_sequences
-from sora.evaluation.tracking import score_tracking, track_sequence
+from sora.evaluation.detection import detect_sequence, score_sequences
+from sora.evaluation.tracking import score_tracking
 from sora.inference.detector import Detector
-from sora.inference.tracking import LOW_FRACTION, make_tracker
 from sora.models.soradet import SoraDet
 from sora.models.store import load_model, save_model
 from sora.tasks.detection import clip_dataset
@@ -74,17 +74,7 @@ def main() -> int:
         save_model(model, c, classes, out / "model")
         detector = Detector(out, device="cpu")
         m, _, dets = score_sequences(test, lambda s, d=detector: detect_sequence(d, s))
-        _, res, _ = score_sequences(val, lambda s, d=detector: detect_sequence(d, s))
-        high = operating_threshold(res)
-        tracks = {
-            s.name: track_sequence(
-                s,
-                dets[s.name],
-                lambda fps, h=high: make_tracker("bytetrack", fps=fps, high=h),
-                conf=LOW_FRACTION * high,
-            )
-            for s in test
-        }
+        tracks = track_all(test, dets, val_threshold(detector, val))
         t = score_tracking(test, tracks, labels)
         rows.append(
             f"| {name} | {fit['steps']} | {m['map_50']:.3f} "
