@@ -49,6 +49,8 @@ bench: install
 	$(BIN)/python benchmarks/tracking.py
 	$(BIN)/python benchmarks/warm_start.py
 	$(BIN)/python benchmarks/track_actions.py
+	$(BIN)/python benchmarks/anomaly.py
+	$(BIN)/python benchmarks/intrusion.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

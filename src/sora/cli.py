@@ -35,6 +35,25 @@ def _config(args, task: str | None = None) -> object:
 
 
 def cmd_synth(args) -> int:
+    if args.task == "anomaly":
+        from sora.data.synth_anomaly import generate as generate_anomaly
+
+        if args.actions or args.val is not None:
+            raise ValueError("--actions and --val are not options of --task anomaly")
+        train, test = args.train or 10, args.test or 14
+        out = generate_anomaly(
+            args.out,
+            train=train,
+            test=test,
+            frames=args.frames or 240,
+            seed=args.seed,
+            workers=args.workers,
+        )
+        print(
+            f"MotionShapes-Anomaly written to {out} ({train} normal training videos, {test} "
+            "testing videos with frame labels)"
+        )
+        return 0
     if args.task == "detect":
         from sora.data.synth_det import generate as generate_det
 
@@ -43,7 +62,7 @@ def cmd_synth(args) -> int:
             train=args.train if args.train is not None else 24,
             val=args.val if args.val is not None else 4,
             test=args.test if args.test is not None else 8,
-            frames=args.frames,
+            frames=args.frames or 90,
             seed=args.seed,
             workers=args.workers,
             actions=args.actions,
@@ -68,6 +87,17 @@ def cmd_synth(args) -> int:
         workers=args.workers,
     )
     print(f"MotionShapes written to {out} ({args.train}/{args.val}/{args.test} videos per class)")
+    return 0
+
+
+def cmd_convert_anomaly(args) -> int:
+    from sora.data.convert_anomaly import convert
+
+    train, test = convert(args.src, args.format, args.out)
+    print(
+        f"{args.format}: {train} training and {test} testing videos written to {args.out} "
+        "(training/ + testing/ with frame labels)"
+    )
     return 0
 
 
@@ -164,13 +194,25 @@ def _summary_detect(config, as_json: bool) -> int:
 
 
 def cmd_train(args) -> int:
+    from sora.data.anomaly import is_anomaly_root
     from sora.data.mot import is_mot_root
     from sora.tasks.train import require_data, train
 
     if args.resume and not args.config and (Path(args.out) / "config.yaml").is_file():
         args.config = str(Path(args.out) / "config.yaml")
     require_data(args.data)
-    task = args.task or ("detect" if is_mot_root(args.data) else "classify")
+    task = args.task
+    if task is None:
+        asked = [o.split("=", 1)[1].strip() for o in args.set or [] if o.startswith("task=")]
+        task = (
+            asked[-1]
+            if asked
+            else "anomaly"
+            if is_anomaly_root(args.data)
+            else "detect"
+            if is_mot_root(args.data)
+            else "classify"
+        )
     config = _config(args, task=task)
     if task == "pretrain" and config.task != "pretrain":
         raise ValueError("sora pretrain: the config's task must be pretrain")
@@ -184,7 +226,11 @@ def cmd_train(args) -> int:
     )
     if summary:
         key = summary["monitor"]
-        name = {"val_acc": "val accuracy", "val_map50": "val mAP50"}[key]
+        name = {
+            "val_acc": "val accuracy",
+            "val_map50": "val mAP50",
+            "val_psnr": "val prediction PSNR (dB)",
+        }[key]
         if summary["task"] == "pretrain":
             name = "val future-frame accuracy"
         best = summary[f"best_{key}"]
@@ -192,6 +238,12 @@ def cmd_train(args) -> int:
             f"trained {summary['epochs_run']} epochs in {summary['train_seconds']:.0f} s; "
             f"best {name} {best:.3f} (epoch {summary['best_epoch']}); run in {args.out}"
         )
+        if summary.get("normality"):
+            n = summary["normality"]
+            print(
+                f"scores calibrated on {n['calibration_frames']} held-out normal frames; alert "
+                f"threshold {n['threshold']:.2f}"
+            )
         for warning in summary.get("warnings", []):
             print(f"  warning: {warning}")
         if summary["skipped"]:
@@ -216,6 +268,24 @@ def cmd_eval(args) -> int:
         if task != "detect":
             raise ValueError(f"--task track needs a detection run; {args.run} is a {task} run")
         return _eval_track(args)
+    if task == "anomaly":
+        from sora.evaluation.anomaly import evaluate_anomaly
+
+        m = evaluate_anomaly(args.run, args.data)
+        rate = m["detection_rate_at_1_false_alarm_per_10_min"]
+        types = ", ".join(
+            f"{k} {v['auc']:.3f}" for k, v in m["per_type"].items() if v["auc"] is not None
+        )
+        print(
+            f"testing: {m['num_videos']} videos, {m['num_frames']} frames, frame AUC "
+            f"{m['auc_micro']:.3f} (micro), {m['auc_macro'] or float('nan'):.3f} (macro), EER "
+            f"{m['eer']:.3f}, events detected at 1 false alarm / 10 min "
+            f"{'n/a' if rate is None else f'{rate:.2f}'}; {m['frames_per_second']:.0f} frames/s"
+        )
+        if types:
+            print(f"per type AUC: {types}")
+        print(f"wrote {Path(args.run) / 'eval' / 'anomaly.json'}")
+        return 0
     if task == "detect":
         from sora.evaluation.detection import evaluate_detection
 
@@ -573,6 +643,53 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_watch(args) -> int:
+    from sora.inference.watch import watch
+
+    source = int(args.source) if args.source.isdigit() else args.source
+
+    def show(ev: dict) -> None:
+        where = ev["zone"] or "scene"
+        who = f" #{ev['track']} {ev['class']}" if ev["track"] is not None else ""
+        print(
+            f"{ev['wall']}  t={ev['time']:.2f}s  {ev['rule']:9s} {where}{who}  "
+            f"score {ev['score']:.2f}",
+            flush=True,
+        )
+
+    s = watch(
+        source,
+        model=args.model,
+        anomaly=args.anomaly,
+        zones=args.zones,
+        events=args.events,
+        save_video=args.save_video,
+        tracker=args.tracker,
+        realtime=True if args.realtime else None,
+        webhook=args.webhook,
+        max_frames=args.max_frames,
+        on_event=None if args.quiet else show,
+    )
+    fl, al = s["latency_frame_s"], s["latency_alert_s"]
+
+    def ms(v):
+        return "n/a" if v is None else f"{1000 * v:.0f} ms"
+
+    events = ", ".join(f"{k} {v}" for k, v in sorted(s["events"].items())) or "none"
+    print(
+        f"watched {s['frames_processed']} frames in {s['seconds']:.1f} s "
+        f"({s['frames_per_second']:.1f} frames/s), {s['frames_dropped']} dropped; latency "
+        f"frame median {ms(fl['median'])} / p95 {ms(fl['p95'])}, alert median "
+        f"{ms(al['median'])} / p95 {ms(al['p95'])}; events: {events}"
+    )
+    if s["webhook"]:
+        w = s["webhook"]
+        print(f"webhook: {w['sent']} sent, {w['failed']} failed, {w['dropped']} dropped")
+    if args.events:
+        print(f"events in {args.events}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from sora.demo import format_summary, run_demo
 
@@ -653,22 +770,32 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets: synthesize, inspect").add_subparsers(
         dest="data_command", required=True
     )
-    s = data.add_parser("synth", help="write MotionShapes (classify) or MotionShapes-Det (detect)")
+    s = data.add_parser(
+        "synth",
+        help="write MotionShapes (classify), MotionShapes-Det (detect) or MotionShapes-Anomaly "
+        "(anomaly)",
+    )
     s.add_argument("--out", required=True, help="output folder (reused as a cache)")
     s.add_argument(
         "--task",
-        choices=["classify", "detect"],
+        choices=["classify", "detect", "anomaly"],
         default="classify",
-        help="classify: MotionShapes, folder per class; detect: MotionShapes-Det, MOT layout "
+        help="classify: MotionShapes, folder per class; detect: MotionShapes-Det, MOT layout; "
+        "anomaly: MotionShapes-Anomaly, training/ + testing/ with frame labels "
         "(default classify)",
     )
     s.add_argument(
-        "--train", type=int, help="videos per class (default 80) / detect: sequences (default 24)"
+        "--train",
+        type=int,
+        help="videos per class (default 80) / detect: sequences (default 24) / anomaly: "
+        "normal videos (default 10)",
     )
     s.add_argument("--val", type=int, help="as --train for val (default 10 / 4)")
-    s.add_argument("--test", type=int, help="as --train for test (default 20 / 8)")
+    s.add_argument("--test", type=int, help="as --train for test (default 20 / 8 / 14)")
     s.add_argument(
-        "--frames", type=int, default=90, help="detect: frames per sequence (default 90)"
+        "--frames",
+        type=int,
+        help="detect: frames per sequence (default 90); anomaly: per video (default 240)",
     )
     s.add_argument(
         "--seed", type=int, default=0, help="the same seed gives the same files (default 0)"
@@ -695,6 +822,20 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 1.0)",
     )
     s.set_defaults(func=cmd_tubes)
+    s = data.add_parser(
+        "convert-anomaly",
+        help="UCSD Ped1/Ped2, CUHK Avenue or ShanghaiTech as distributed -> training/ + "
+        "testing/ with frame labels",
+    )
+    s.add_argument("src", help="the dataset folder as unpacked (e.g. UCSDped2, Avenue Dataset)")
+    s.add_argument(
+        "--format",
+        required=True,
+        choices=["ped1", "ped2", "avenue", "shanghaitech"],
+        help="the layout SRC is in (docs/anomaly.md)",
+    )
+    s.add_argument("--out", required=True, help="new folder (files hard-linked where possible)")
+    s.set_defaults(func=cmd_convert_anomaly)
     s = data.add_parser("inspect", help="classes, counts, durations, fps, sizes, unreadable files")
     s.add_argument("root", help="dataset folder: a folder per class, a manifest or a MOT layout")
     s.add_argument("--json", action="store_true", help="print JSON rather than text")
@@ -713,7 +854,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--data",
         required=True,
-        help="a folder per class, a CSV manifest, or a MOTChallenge layout (task=detect)",
+        help="a folder per class, a CSV manifest, a MOTChallenge layout (task=detect) or "
+        "training/ + testing/ folders of normal footage (task=anomaly)",
     )
     _fit_options(s, "runs/train")
     s.add_argument(
@@ -772,6 +914,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _tracker_options(s)
     s.set_defaults(func=cmd_track)
+
+    s = sub.add_parser(
+        "watch", help="live alerts: detection + tracking + zones + anomaly on one stream"
+    )
+    s.add_argument("source", help="video file, frame folder, webcam index or rtsp/http URL")
+    s.add_argument("--model", help="detection run (objects, tracks, zones)")
+    s.add_argument("--anomaly", help="anomaly run (scene anomaly alerts)")
+    s.add_argument("--zones", help="zones/lines YAML or JSON (docs/watch.md)")
+    s.add_argument("--events", help="JSON-lines events file, appended (snapshots beside it)")
+    s.add_argument("--save-video", help="annotated video (MP4)")
+    s.add_argument(
+        "--tracker",
+        default="bytetrack",
+        help="bytetrack, ocsort, botsort or sort (default bytetrack)",
+    )
+    s.add_argument(
+        "--realtime",
+        action="store_true",
+        help="play a file at its own rate and drop frames when behind, as with a camera "
+        "(always on for live sources)",
+    )
+    s.add_argument("--webhook", help="POST each event as JSON to this URL (never blocks)")
+    s.add_argument("--max-frames", type=int, help="stop after this many frames")
+    s.add_argument("--quiet", action="store_true", help="print only the summary")
+    s.set_defaults(func=cmd_watch)
 
     s = sub.add_parser("report", help="write RUN/report.html")
     s.add_argument("run", help="run folder (reads its metrics.csv and eval/)")

@@ -196,14 +196,50 @@ class PretrainConfig:
     temperature: float = 0.1
 
 
-TASKS = ("classify", "detect", "pretrain")
+@dataclass
+class AnomalyConfig:
+    """Anomaly detection learned from normal footage (``task: anomaly``,
+    :class:`sora.models.anomaly.SoraAnomaly`). The backbone is ``model.backbone`` /
+    ``model.widths``; the rest lives here.
+
+    size: ``[height, width]`` every frame is resized to; the score grid has one cell per
+        ``max(strides)`` pixels.
+    fps: frame rate the videos are sampled at; ``null`` keeps every frame.
+    clip_len, clip_stride: training clips (truncated back-propagation through time).
+    strides: backbone levels fused into the per-cell feature (subset of 4, 8, 16, 32).
+    dim: channels of the per-cell feature and of the recurrent state.
+    temporal: ``convgru`` (a convolutional GRU carries the past) or ``none``.
+    target: ``next`` (predict the next frame, at a quarter of the resolution) or ``current``
+        (reconstruct this frame: with ``temporal: none`` and ``motion: false`` this is the
+        per-frame autoencoder baseline).
+    motion: give the CNN the frame difference and block-matching flow with each frame.
+    smooth: frames of causal exponential smoothing of the frame score (0: none).
+    val_fraction: the last part of every training video held out to validate and to
+        calibrate the scores.
+    """
+
+    size: list[int] = field(default_factory=lambda: [96, 128])
+    fps: float | None = None
+    clip_len: int = 12
+    clip_stride: int = 6
+    strides: list[int] = field(default_factory=lambda: [8, 16])
+    dim: int = 32
+    temporal: str = "convgru"
+    target: str = "next"
+    motion: bool = True
+    smooth: float = 4.0
+    val_fraction: float = 0.15
+
+
+TASKS = ("classify", "detect", "pretrain", "anomaly")
 
 
 @dataclass
 class Config:
     """Everything a run needs. ``task`` picks the model and data reader: ``classify`` (SoraNet
-    on a folder per class or a manifest), ``detect`` (SoraDet on a MOTChallenge layout) or
-    ``pretrain`` (SoraNet predicting the future of unlabelled videos)."""
+    on a folder per class or a manifest), ``detect`` (SoraDet on a MOTChallenge layout),
+    ``pretrain`` (SoraNet predicting the future of unlabelled videos) or ``anomaly``
+    (SoraAnomaly on a ``training/`` + ``testing/`` layout of normal footage)."""
 
     task: str = "classify"
     data: DataConfig = field(default_factory=DataConfig)
@@ -211,6 +247,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -335,4 +372,7 @@ def default_config(task: str = "classify") -> Config:
         config.data.batch_size = 8
     if task == "pretrain":
         config.data.cache = False
+    if task == "anomaly":
+        config.data.batch_size = 8
+        config.train.epochs = 12
     return config

@@ -232,3 +232,90 @@ def id_switches(events: dict[str, list[dict]], sequences: list, path: Path) -> P
     fig.legend(loc="outside lower center", ncol=2, frameon=False, fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
+
+
+def anomaly_timeline(
+    names: list[str],
+    scores: list[np.ndarray],
+    labels: list[np.ndarray],
+    fps: float,
+    threshold: float,
+    path: Path,
+    max_videos: int = 16,
+) -> Path:
+    """Score over time per video (line) against the anomalous frames (shaded), with the
+    alert threshold dashed."""
+    n = min(len(names), max_videos)
+    cols = 2 if n > 1 else 1
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 1.7 * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k >= n:
+            ax.axis("off")
+            continue
+        t = np.arange(len(scores[k])) / fps
+        ax.fill_between(
+            t,
+            0,
+            1,
+            where=labels[k] > 0,
+            transform=ax.get_xaxis_transform(),
+            color="tab:red",
+            alpha=0.18,
+            step="mid",
+            label="anomalous (truth)",
+        )
+        ax.plot(t, scores[k], lw=1, color="tab:blue", label="score")
+        if np.isfinite(threshold):
+            ax.axhline(threshold, ls="--", lw=0.8, color="k", label="alert threshold")
+        ax.set_title(names[k], fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes.flat[0].legend(fontsize=6, loc="upper left")
+    fig.supxlabel("seconds", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def roc_curve(fpr: np.ndarray, tpr: np.ndarray, auc: float | None, path: Path) -> Path:
+    """Frame-level ROC curve."""
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot(fpr, tpr, lw=1.5, label=f"AUC {auc:.3f}" if auc is not None else None)
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    ax.set_xlabel("false-positive rate (normal frames)")
+    ax.set_ylabel("true-positive rate (anomalous frames)")
+    ax.set_title("frame-level ROC")
+    ax.grid(alpha=0.3)
+    if auc is not None:
+        ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def heatmap_strip(items: list[dict], path: Path) -> Path:
+    """Frames with the per-cell score overlaid (red = high) and the true anomaly boxes
+    (white); ``items``: ``title``, ``image`` (H, W, 3) uint8, ``heat`` (h, w), ``boxes``."""
+    n = max(1, len(items))
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.7 * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= len(items):
+            continue
+        it = items[k]
+        h, w = it["image"].shape[:2]
+        ax.imshow(it["image"])
+        heat = np.clip(np.asarray(it["heat"], float), 0, None)
+        ax.imshow(
+            heat,
+            cmap="inferno",
+            alpha=0.45,
+            extent=(0, w, h, 0),
+            vmin=0,
+            vmax=max(float(heat.max()), 1e-6),
+            interpolation="bilinear",
+        )
+        for x1, y1, x2, y2 in it.get("boxes", []):
+            ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="w", lw=1))
+        ax.set_title(it["title"], fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -45,6 +45,8 @@ def write_report(run: str | Path, extra_sections: list[tuple[str, str]] | None =
         plots.curves(rows, "loss", plot_dir / "loss.png", "Loss")
         if any("val_map50" in r for r in rows):
             plots.curves(rows, "map50", plot_dir / "accuracy.png", "Validation mAP50")
+        elif any("val_psnr" in r for r in rows):
+            plots.curves(rows, "psnr", plot_dir / "accuracy.png", "Validation prediction PSNR (dB)")
         else:
             plots.curves(rows, "acc", plot_dir / "accuracy.png", "Accuracy")
     ev_path = run / "eval" / "metrics.json"
@@ -58,7 +60,9 @@ def write_report(run: str | Path, extra_sections: list[tuple[str, str]] | None =
         f"<style>{_CSS}</style></head><body>",
         f"<h1>Sora run report</h1><p class='sub'>{html.escape(str(run))}</p>",
     ]
-    if ev and ev.get("task") == "detect":
+    if summary.get("task") == "anomaly":
+        parts += _anomaly_sections(run, summary)
+    elif ev and ev.get("task") == "detect":
         parts += _detection_sections(run, ev, summary, rows)
     else:
         parts += _classification_sections(run, ev, summary, rows)
@@ -232,6 +236,59 @@ def _tracking_section(e: Path, tr: dict) -> str:
         + _img(e / "id_switches.png", "ID switches over time")
         + actions
     )
+
+
+def _anomaly_sections(run: Path, summary: dict) -> list[str]:
+    """Cards, the training curves and ``sora eval``'s anomaly figures: score against the truth
+    over time, the ROC curve, heat maps, and the AUC per type and per video."""
+    e = run / "eval"
+    path = e / "anomaly.json"
+    m = json.loads(path.read_text()) if path.is_file() else None
+    cards = [
+        ("epochs", str(summary.get("epochs_run"))),
+        ("train time", f"{summary.get('train_seconds', 0):.0f} s"),
+    ]
+    if m:
+        rate = m["detection_rate_at_1_false_alarm_per_10_min"]
+        cards = [
+            ("frame AUC (micro)", f"{m['auc_micro']:.3f}"),
+            ("frame AUC (macro)", f"{m['auc_macro']:.3f}" if m["auc_macro"] is not None else "n/a"),
+            ("EER", f"{m['eer']:.3f}"),
+            ("events found at 1 false alarm / 10 min", "n/a" if rate is None else f"{rate:.2f}"),
+            ("test videos", str(m["num_videos"])),
+            *cards,
+        ]
+    parts = [
+        _cards(cards),
+        "<h2>Training curves</h2><div class='grid'>"
+        + _img(run / "plots" / "loss.png", "loss curves")
+        + _img(run / "plots" / "accuracy.png", "prediction PSNR")
+        + "</div>",
+    ]
+    if not m:
+        return [*parts, "<p>No evaluation yet: run <code>sora eval RUN --data DIR</code>.</p>"]
+    parts += [
+        "<h2>Score over time against the truth</h2>" + _img(e / "anomaly_timeline.png", "timeline"),
+        "<h2>ROC curve</h2>" + _img(e / "anomaly_roc.png", "ROC curve"),
+        "<h2>Heat maps: the highest-scoring frame of each type</h2>"
+        + _img(e / "anomaly_heatmaps.png", "heat maps"),
+    ]
+    if m["per_type"]:
+        parts.append(
+            "<h2>Per anomaly type</h2>"
+            + _table(
+                ["type", "AUC", "frames"],
+                [[k, v["auc"], v["frames"]] for k, v in m["per_type"].items()],
+            )
+        )
+    parts.append(
+        "<h2>Per video</h2>"
+        + _table(
+            ["video", "AUC", "frames", "anomalous"],
+            [[k, v["auc"], v["frames"], v["anomalous"]] for k, v in m["per_video"].items()],
+        )
+    )
+    return parts
 
 
 def _classification_sections(run: Path, ev: dict | None, summary: dict, rows: list[dict]) -> list:

@@ -15,14 +15,18 @@ from safetensors.torch import load_file, save
 from sora.config import Config, ConfigError, load_config, save_config
 from sora.errors import CheckpointError
 from sora.io.files import atomic_write_bytes, atomic_write_text
+from sora.models.anomaly import SoraAnomaly
 from sora.models.soradet import SoraDet
 from sora.models.soranet import SoraNet
 
 
-def build_for(config: Config) -> SoraNet | SoraDet:
-    """The model a config describes: SoraDet for ``task: detect``, else SoraNet."""
+def build_for(config: Config) -> SoraNet | SoraDet | SoraAnomaly:
+    """The model a config describes: SoraDet for ``task: detect``, SoraAnomaly for
+    ``task: anomaly``, else SoraNet."""
     if config.task == "detect":
         return SoraDet(config.model, config.detect)
+    if config.task == "anomaly":
+        return SoraAnomaly(config.model, config.anomaly)
     return SoraNet(config.model)
 
 
@@ -30,7 +34,7 @@ CONFIG, WEIGHTS, CLASSES = "config.yaml", "model.safetensors", "classes.json"
 
 
 def save_model(
-    model: SoraNet | SoraDet, config: Config, classes: list[str], folder: str | Path
+    model: SoraNet | SoraDet | SoraAnomaly, config: Config, classes: list[str], folder: str | Path
 ) -> Path:
     """Write ``folder/{config.yaml, model.safetensors, classes.json}``."""
     folder = Path(folder)

@@ -40,7 +40,12 @@ from sora.models.store import save_model
 from sora.tasks.classification import VideoClassifier, VideoDataModule, class_weights
 
 #: What each task's best checkpoint and early stopping watch (higher is better).
-MONITOR = {"classify": "val_acc", "detect": "val_map50", "pretrain": "val_acc"}
+MONITOR = {
+    "classify": "val_acc",
+    "detect": "val_map50",
+    "pretrain": "val_acc",
+    "anomaly": "val_psnr",
+}
 
 
 class StartLine(Callback):
@@ -99,6 +104,13 @@ def _task(config: Config, data: Path) -> tuple[L.LightningDataModule, L.Lightnin
         dm.setup("fit")
         config.model.num_classes = len(dm.classes)
         return dm, VideoDetector(config.to_dict(), dm.classes), dm.classes
+    if config.task == "anomaly":
+        from sora.tasks.anomaly import CLASSES, AnomalyDataModule, AnomalyModule
+
+        config.model.num_classes = len(CLASSES)
+        dm = AnomalyDataModule(config, data)
+        dm.setup("fit")
+        return dm, AnomalyModule(config.to_dict(), CLASSES), list(CLASSES)
     if config.task == "pretrain":
         from sora.tasks.pretrain import CLASSES, FuturePrediction, UnlabelledDataModule
 
@@ -117,6 +129,14 @@ def _task(config: Config, data: Path) -> tuple[L.LightningDataModule, L.Lightnin
 
 
 def _data_summary(config: Config, dm) -> dict:
+    if config.task == "anomaly":
+        return {
+            "train_videos": len(dm.train_parts),
+            "train_frames": sum(len(f) for f in dm.train_parts),
+            "val_frames": sum(len(f) for f in dm.val_parts),
+            "skipped": dm.skipped,
+            "failed": [],
+        }
     if config.task == "detect":
         return {
             "train_sequences": len(dm.train_set.sequences),
@@ -146,6 +166,7 @@ METRIC_COLUMNS = [
     "val_acc",
     "val_map50",
     "val_map",
+    "val_psnr",
     "lr",
     "seconds",
 ]
@@ -205,7 +226,15 @@ class MetricsHistory(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         m = trainer.callback_metrics
         row: dict[str, float] = {"epoch": float(trainer.current_epoch)}
-        for key in ("train_loss_epoch", "train_acc", "val_loss", "val_acc", "val_map50", "val_map"):
+        for key in (
+            "train_loss_epoch",
+            "train_acc",
+            "val_loss",
+            "val_acc",
+            "val_map50",
+            "val_map",
+            "val_psnr",
+        ):
             if key in m:
                 row[key.replace("_epoch", "")] = float(m[key])
         row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
@@ -323,7 +352,7 @@ def train(
         for note in sampling.notes:
             print(f"data: {note}", flush=True)
     if init is not None and not resume:
-        if config.task == "detect":
+        if config.task in ("detect", "anomaly"):
             raise CheckpointError("--init starts SoraNet runs (classify, pretrain)", init)
         from sora.tasks.pretrain import init_from
 
@@ -336,7 +365,7 @@ def train(
         mine = config.to_dict()
         # runs saved before the task/detect sections existed have neither: defaults then
         same = (
-            all(saved.get(k, mine[k]) == mine[k] for k in ("model", "detect"))
+            all(saved.get(k, mine[k]) == mine[k] for k in ("model", "detect", "anomaly"))
             and saved.get("task", "classify") == mine["task"]
         )
         if not same or ckpt["hyper_parameters"].get("classes") != classes:
@@ -411,6 +440,12 @@ def train(
     best_path = Path(ckpt_best.best_model_path) if ckpt_best.best_model_path else last
     best = load_checkpoint_file(best_path)
     module.load_state_dict(best["state_dict"])
+    device = str(module.device)
+    normality = None
+    if config.task == "anomaly":  # memory, calibration and threshold from normal frames
+        from sora.tasks.anomaly import fit_normality
+
+        normality = fit_normality(module.model.cpu(), dm, config)
     save_model(module.model, config, classes, out / "model")
     rows = history.rows
     best_row = max(rows, key=lambda r: r.get(monitor, -1)) if rows else {}
@@ -425,7 +460,8 @@ def train(
         "train_seconds": seconds,
         **_data_summary(config, dm),
         "init": None if init is None or resume else str(init),
-        "device": str(module.device),
+        "device": device,
+        **({"normality": normality} if normality else {}),
         "precision": _precision(config),
     }
     atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2))

@@ -1,0 +1,390 @@
+"""``sora watch``: detection + tracking + zone rules + anomaly scoring on one stream, with
+alerts as they happen.
+
+The loop (one per source, bounded memory)::
+
+    grabber thread: source -> frames (a live source reconnects with backoff)
+        live, or a file with ``realtime``: only the newest frame waits; when processing falls
+        behind, the older one is dropped (counted), never queued without bound
+        a file otherwise: every frame, as fast as it can be processed
+    main thread: SoraDet step -> class-agnostic NMS -> tracker (``trackers``) -> ZoneMonitor
+        -> SoraAnomaly step -> events (EventLog, snapshots, webhook) -> annotated video
+
+Latency is measured from the moment a frame is grabbed to the moment its processing (and any
+alert it raises, written and fsynced) is done.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+import statistics
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sora.errors import CheckpointError
+from sora.io.files import atomic_write_bytes
+from sora.io.video import Frame, VideoReader, reconnecting
+
+#: seconds the anomaly score must stay under the threshold before a new anomaly alert can fire
+ANOMALY_CLEAR = 1.0
+
+
+class Grabber:
+    """Reads ``frames`` in a thread. ``latest``: a one-frame slot, the older frame dropped
+    when a new one comes before it was taken; else a blocking hand-over (no drops).
+    ``pace``: sleep to each frame's timestamp (a file played as if it were a camera).
+    Iterating yields ``(frame or None for a gap, grab wall time)``."""
+
+    _END = object()
+
+    def __init__(self, frames: Iterator[Frame | None], *, latest: bool, pace: bool):
+        self.frames, self.latest, self.pace = frames, latest, pace
+        self.slot: queue.Queue = queue.Queue(maxsize=1)
+        self.read = self.dropped = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="sora-grabber")
+        self._thread.start()
+
+    def _put(self, item) -> None:
+        if not self.latest or item is self._END:
+            while not self._stop.is_set():
+                try:
+                    self.slot.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+            return
+        while True:
+            try:
+                self.slot.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    old = self.slot.get_nowait()
+                    if old is not None:
+                        self.dropped += 1
+                except queue.Empty:
+                    pass
+
+    def _run(self) -> None:
+        start, t0 = time.perf_counter(), None
+        try:
+            for fr in self.frames:
+                if self._stop.is_set():
+                    break
+                if fr is not None:
+                    self.read += 1
+                    if self.pace:
+                        t0 = fr.time if t0 is None else t0
+                        delay = start + (fr.time - t0) - time.perf_counter()
+                        if delay > 0:
+                            time.sleep(delay)
+                self._put((fr, time.perf_counter()))
+        except BaseException as err:  # handed to the main thread
+            self.error = err
+        self._put(self._END)
+
+    def __iter__(self):
+        while True:
+            item = self.slot.get()
+            if item is self._END:
+                if self.error is not None:
+                    raise self.error
+                return
+            yield item
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class AnomalyScorer:
+    """A SoraAnomaly run streamed one frame at a time: ``step(image)`` with an ``(H, W, 3)``
+    uint8 frame -> (smoothed score, heat map ``(h, w)``)."""
+
+    def __init__(self, run, device: str | None = None):
+        from sora.models.store import load_model, resolve_model_dir
+
+        self.model, self.config, _ = load_model(resolve_model_dir(run))
+        if self.config.task != "anomaly":
+            raise CheckpointError(
+                f"--anomaly needs an anomaly run, got a {self.config.task} run", run
+            )
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device)
+        self.threshold = float(self.model.threshold)
+        self.size = tuple(self.config.anomaly.size)
+        self.mean = torch.tensor(self.config.data.mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(self.config.data.std, device=self.device).view(1, 3, 1, 1)
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = self.model.init_state(1, self.device)
+
+    @torch.no_grad()
+    def step(self, image: np.ndarray) -> tuple[float, np.ndarray]:
+        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float() / 255
+        if tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(
+                x, size=self.size, mode="bilinear", antialias=True, align_corners=False
+            )
+        out, self.state = self.model.step((x - self.mean) / self.std, self.state)
+        return float(out["score"][0]), out["cells"][0].cpu().numpy()
+
+
+def _snapshot(image: np.ndarray, box, label: str) -> bytes:
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(image)
+    if box is not None:
+        d = ImageDraw.Draw(img)
+        d.rectangle(box, outline=(255, 40, 40), width=max(1, img.width // 160))
+        d.text((box[0], max(0, box[1] - 11)), label, fill=(255, 40, 40))
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _quantiles(values) -> dict:
+    v = sorted(values)
+    if not v:
+        return {"median": None, "p95": None}
+    return {"median": statistics.median(v), "p95": v[min(len(v) - 1, int(0.95 * len(v)))]}
+
+
+def watch(
+    source,
+    *,
+    model=None,
+    anomaly=None,
+    zones: str | Path | None = None,
+    events: str | Path | None = None,
+    save_video: str | Path | None = None,
+    tracker: str = "bytetrack",
+    realtime: bool | None = None,
+    webhook: str | None = None,
+    snapshots: bool = True,
+    max_frames: int | None = None,
+    on_event: Callable[[dict], None] | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now().astimezone(),
+    device: str | None = None,
+) -> dict:
+    """Watch ``source`` (file, frame folder, webcam index, RTSP/HTTP URL) and return a
+    summary. ``model``: a detection run (needed for ``zones``); ``anomaly``: an anomaly run.
+    ``realtime`` (default: on for live sources): drop frames when behind. Events go to
+    ``events`` (JSON lines; snapshots in ``<events>_snapshots/``), to ``on_event`` and to
+    ``webhook``.
+    """
+    from sora.inference.events import EventLog, Webhook
+
+    if zones is not None and model is None:
+        raise ValueError("--zones needs --model: zone rules apply to tracked objects")
+    if model is None and anomaly is None:
+        raise ValueError("sora watch needs --model (detection) and/or --anomaly")
+    vt = None
+    if model is not None:
+        from sora.inference.tracking import VideoTracker
+
+        vt = VideoTracker(model, tracker, device=device)
+    scorer = AnomalyScorer(anomaly, device=device) if anomaly is not None else None
+    fps = vt.detector.config.detect.fps if vt is not None else None
+    reader = VideoReader(source, fps=fps)
+    live = reader.live
+    realtime = live if realtime is None else realtime
+    frames = reconnecting(lambda: iter(reader), name=reader.name) if live else iter(reader)
+    meta_fps = 25.0 if live else float(reader.meta.fps or 25.0)
+    log = EventLog(events)
+    shots = (
+        None
+        if events is None or not snapshots
+        else Path(events).with_name(Path(events).stem + "_snapshots")
+    )
+    hook = Webhook(webhook) if webhook else None
+    writer = monitor = annotator = None
+    grabber = Grabber(frames, latest=realtime, pace=realtime and not live)
+    counts: Counter = Counter()
+    frame_latency: deque = deque(maxlen=100_000)
+    alert_latency: deque = deque(maxlen=100_000)
+    scores: deque = deque(maxlen=100_000)
+    processed, alarm, calm_since = 0, False, None
+    start = time.perf_counter()
+    state = None
+    sv_tracker = vt.new_tracker(vt.detector.config.detect.fps or meta_fps) if vt else None
+    try:
+        for fr, grabbed in grabber:
+            if fr is None:  # a gap in a live source: start the recurrent states afresh
+                state = None
+                if scorer is not None:
+                    scorer.reset()
+                continue
+            image = fr.image
+            h, w = image.shape[:2]
+            new_events: list[dict] = []
+            ft = None
+            if vt is not None:
+                ft, state = _track_step(vt, sv_tracker, fr, state)
+                if zones is not None and monitor is None:
+                    from sora.inference.zones import ZoneMonitor, load_zones
+
+                    monitor = ZoneMonitor(
+                        load_zones(zones, w, h), vt.detector.config.detect.fps or meta_fps
+                    )
+                if monitor is not None:
+                    new_events += monitor.update(
+                        fr.time, ft.boxes, ft.ids, ft.labels, ft.scores, vt.classes, now().time()
+                    )
+            heat = None
+            if scorer is not None:
+                score, heat = scorer.step(image)
+                scores.append(score)
+                if score > scorer.threshold:
+                    calm_since = None
+                    if not alarm:
+                        alarm = True
+                        gy, gx = np.unravel_index(int(np.argmax(heat)), heat.shape)
+                        ch, cw = h / heat.shape[0], w / heat.shape[1]
+                        new_events.append(
+                            {
+                                "time": round(float(fr.time), 3),
+                                "zone": None,
+                                "rule": "anomaly",
+                                "track": None,
+                                "class": None,
+                                "score": round(score, 3),
+                                "box": [
+                                    round(gx * cw, 1),
+                                    round(gy * ch, 1),
+                                    round((gx + 1) * cw, 1),
+                                    round((gy + 1) * ch, 1),
+                                ],
+                            }
+                        )
+                elif alarm:
+                    calm_since = fr.time if calm_since is None else calm_since
+                    if fr.time - calm_since >= ANOMALY_CLEAR:
+                        alarm = False
+            for ev in new_events:
+                ev = {"source": str(source), "wall": now().isoformat(timespec="milliseconds"), **ev}
+                ev["snapshot"] = None
+                if shots is not None:
+                    name = f"{log.next_id:06d}.jpg"
+                    label = f"{ev['rule']} {ev['zone'] or ''} #{ev['track'] or ''}".strip()
+                    atomic_write_bytes(shots / name, _snapshot(image, ev["box"], label))
+                    ev["snapshot"] = f"{shots.name}/{name}"
+                ev = log.append(ev)
+                counts[ev["rule"]] += 1
+                alert_latency.append(time.perf_counter() - grabbed)
+                if hook is not None:
+                    hook.post(ev)
+                if on_event is not None:
+                    on_event(ev)
+            if save_video is not None:
+                if writer is None:
+                    from sora.inference.draw import Annotator
+                    from sora.io.video import VideoWriter
+
+                    annotator = Annotator(vt.classes if vt else [])
+                    writer = VideoWriter(save_video, meta_fps)
+                writer.write(_draw(annotator, image, ft, monitor, heat, scorer, alarm))
+            processed += 1
+            frame_latency.append(time.perf_counter() - grabbed)
+            if max_frames is not None and processed >= max_frames:
+                break
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        grabber.stop()
+        log.close()
+    if writer is not None:
+        writer.close()
+    if hook is not None:
+        hook.close()
+    seconds = time.perf_counter() - start
+    return {
+        "source": str(source),
+        "frames_read": grabber.read,
+        "frames_processed": processed,
+        "frames_dropped": grabber.dropped,
+        "seconds": seconds,
+        "frames_per_second": processed / max(seconds, 1e-9),
+        "latency_frame_s": _quantiles(frame_latency),
+        "latency_alert_s": _quantiles(alert_latency),
+        "events": dict(counts),
+        "next_event_id": log.next_id,
+        "anomaly_threshold": None if scorer is None else scorer.threshold,
+        "anomaly_score_max": max(scores) if scores else None,
+        "webhook": None
+        if hook is None
+        else {"sent": hook.sent, "failed": hook.failed, "dropped": hook.dropped},
+    }
+
+
+def _track_step(vt, tracker, fr: Frame, state):
+    """One frame through SoraDet (state carried) and the tracker -> FrameTracks, new state."""
+    from sora.inference.detector import FrameDetections
+    from sora.inference.tracking import track_detections
+
+    det = vt.detector
+    if state is None:
+        state = det.model.init_state(1, det.device)
+    frame = torch.from_numpy(fr.image.copy()).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        out, state = det.model.step(det.prepare(frame), state)
+        (d,) = det.model.detect(out, *det.size, score_thresh=vt.conf)
+    sy, sx = fr.image.shape[0] / det.size[0], fr.image.shape[1] / det.size[1]
+    boxes = (d["boxes"] * torch.tensor([sx, sy, sx, sy], device=d["boxes"].device)).cpu().numpy()
+    fd = FrameDetections(
+        index=fr.index,
+        time=fr.time,
+        boxes=boxes,
+        scores=d["scores"].cpu().numpy(),
+        labels=d["labels"].cpu().numpy(),
+        image=fr.image,
+    )
+    (ft,) = track_detections([fd], tracker, conf=vt.conf, nms_iou=vt.nms_iou)
+    return ft, state
+
+
+def _draw(annotator, image, ft, monitor, heat, scorer, alarm) -> np.ndarray:
+    """The frame with tracks, zones and lines, and the anomaly heat map and score."""
+    import cv2
+
+    canvas = annotator.draw_frame_tracks(ft) if ft is not None else annotator._canvas(image)[0]
+    if canvas.shape[:2] != image.shape[:2]:
+        s = canvas.shape[0] / image.shape[0]
+    else:
+        s = 1.0
+    if monitor is not None:
+        for z in monitor.rules.zones:
+            cv2.polylines(
+                canvas, [np.round(z.polygon * s).astype(np.int32)], True, (255, 200, 0), 1
+            )
+        for ln in monitor.rules.lines:
+            a = tuple(int(v * s) for v in ln.start)
+            b = tuple(int(v * s) for v in ln.end)
+            cv2.line(canvas, a, b, (0, 220, 255), 1)
+    if heat is not None:
+        hmap = cv2.resize(
+            np.clip(heat / max(scorer.threshold, 1e-6), 0, 1).astype(np.float32),
+            (canvas.shape[1], canvas.shape[0]),
+            interpolation=cv2.INTER_LINEAR,
+        )
+        red = canvas.astype(np.float32)
+        red[..., 0] = red[..., 0] * (1 - 0.5 * hmap) + 255 * 0.5 * hmap
+        canvas = red.astype(np.uint8)
+        if alarm:
+            cv2.rectangle(
+                canvas, (0, 0), (canvas.shape[1] - 1, canvas.shape[0] - 1), (255, 0, 0), 3
+            )
+    return np.ascontiguousarray(canvas)

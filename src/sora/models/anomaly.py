@@ -1,0 +1,221 @@
+"""SoraAnomaly: anomaly scores learned from normal footage only, per grid cell and per frame.
+
+Shapes (B batch, T frames, G = max(strides) the cell size, h = H/G, w = W/G cells,
+P = 4 the pixel stride of the predicted frame, D = ``anomaly.dim``)::
+
+    clip      (B, T, 3, H, W)      float, normalized
+    input     per frame: RGB, + its difference to the previous frame and the block-matching
+              flow (``motion``) -> (B*T, 3 [+5], H, W)
+    backbone  -> {s: (B*T, C_s, H/s, W/s)} for s in strides; each level is projected to D
+              channels, average-pooled to the cell grid and mixed -> feature (B, T, D, h, w)
+    temporal  a ConvGRU over the cell grid (``convgru``) -> state (B, D, h, w), or identity
+    decoder   state upsampled to stride P -> prediction (B, T, 3, H/P, W/P) of the **next**
+              frame (its P x P average), as this frame plus a predicted change; or, with
+              ``target: current``, this frame rebuilt from the feature alone (autoencoder)
+
+The score of a cell is the squared error of the prediction made one frame earlier, averaged
+over the cell and standardized with its mean and spread on held-out normal frames: what moves
+as nobody moved in training (running, walking against the flow, a thrown object, a vehicle)
+is not predicted. ``cells`` ``(B, T, h, w)`` is that heat map; ``score`` ``(B, T)`` its maximum
+over cells, smoothed causally over ``smooth`` frames. The first frame of a stream scores 0
+(there is nothing to compare it with yet).
+
+Streaming: ``state = model.init_state(B)``, then ``out, state = model.step(frame, state)``; the
+state holds the previous frame, the recurrent map, the last prediction and the smoothed
+score, so its size is constant and ``step`` equals the offline forward frame by frame (tested).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sora.config import AnomalyConfig, ModelConfig
+from sora.models.backbones import build_backbone
+from sora.models.soradet import ConvGRUCell
+from sora.models.soranet import block_flow
+
+State = dict[str, torch.Tensor]
+Outputs = dict[str, torch.Tensor]
+PIXEL_STRIDE = 4
+
+
+class SoraAnomaly(nn.Module):
+    """Multi-scale CNN features per cell, a ConvGRU over time and a next-frame decoder. See
+    the module docstring for the shapes."""
+
+    def __init__(self, model: ModelConfig, cfg: AnomalyConfig):
+        super().__init__()
+        if cfg.temporal not in ("convgru", "none"):
+            raise ValueError(f"anomaly.temporal must be convgru or none, got {cfg.temporal!r}")
+        if cfg.target not in ("next", "current"):
+            raise ValueError(f"anomaly.target must be next or current, got {cfg.target!r}")
+        if len(cfg.size) != 2:
+            raise ValueError(f"anomaly.size must be [height, width], got {cfg.size}")
+        self.cfg = cfg
+        self.strides = tuple(sorted(cfg.strides))
+        self.cell = max(self.strides)
+        if self.cell < PIXEL_STRIDE or any(v % self.cell for v in cfg.size):
+            raise ValueError(
+                f"anomaly.size {cfg.size} must be a multiple of the largest stride {self.cell}"
+            )
+        self.grid = (cfg.size[0] // self.cell, cfg.size[1] // self.cell)
+        in_ch = 3 + 5 * cfg.motion
+        self.backbone = build_backbone(
+            model.backbone,
+            weights=model.backbone_weights,
+            widths=model.widths,
+            strides=self.strides,
+            in_channels=in_ch,
+        )
+        d = cfg.dim
+        self.proj = nn.ModuleList(nn.Conv2d(self.backbone.channels[s], d, 1) for s in self.strides)
+        self.mix = nn.Sequential(
+            nn.Conv2d(d * len(self.strides), d, 3, padding=1), nn.GroupNorm(4, d), nn.ReLU()
+        )
+        self.rnn = ConvGRUCell(d) if cfg.temporal == "convgru" else None
+        skip = 6 if cfg.target == "next" else 0  # this frame and its change, at stride P
+        self.decoder = nn.Sequential(
+            nn.Conv2d(d + skip, d, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(d, d, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(d, 3, 3, padding=1),
+        )
+        h, w = self.grid
+        # per cell: mean and spread of the prediction error on normal frames
+        self.register_buffer("calibration", torch.stack([torch.zeros(h, w), torch.ones(h, w)]))
+        # the frame score the val (normal) frames reached: the default alert threshold
+        self.register_buffer("threshold", torch.tensor(float("inf")))
+
+    # -- pieces ----------------------------------------------------------------------------
+    def _check(self, x: torch.Tensor, rank: int, name: str) -> None:
+        expected = "(B, T, 3, H, W)" if rank == 5 else "(B, 3, H, W)"
+        if x.dim() != rank or x.shape[-3] != 3 or list(x.shape[-2:]) != list(self.cfg.size):
+            raise ValueError(
+                f"{name} must have shape {expected} with H, W = {self.cfg.size} "
+                f"(anomaly.size), got {tuple(x.shape)}"
+            )
+
+    def small(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` -> the prediction target ``(N, 3, H/P, W/P)``."""
+        return F.avg_pool2d(frames, PIXEL_STRIDE)
+
+    def features(self, prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+        """Frames ``(N, 3, H, W)`` and their previous ones -> cell features ``(N, D, h, w)``."""
+        x = cur
+        if self.cfg.motion:
+            x = torch.cat([cur, cur - prev, block_flow(prev, cur) / 4], 1)
+        maps = self.backbone(x)
+        parts = [
+            F.adaptive_avg_pool2d(p(maps[s]), self.grid)
+            for p, s in zip(self.proj, self.strides, strict=True)
+        ]
+        return self.mix(torch.cat(parts, 1))
+
+    def decode(self, state: torch.Tensor, cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """State ``(N, D, h, w)`` -> prediction ``(N, 3, H/P, W/P)`` (see ``target``)."""
+        small = self.small(cur)
+        up = F.interpolate(state, size=small.shape[-2:], mode="bilinear", align_corners=False)
+        if self.cfg.target == "next":
+            return small + self.decoder(torch.cat([up, small, small - self.small(prev)], 1))
+        return self.decoder(up)
+
+    def cell_error(self, pred: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+        """Squared error of ``pred`` against ``frame`` ``(N, 3, H, W)``, per cell ``(N, h, w)``."""
+        err = (pred - self.small(frame)).pow(2).mean(1, keepdim=True)
+        return F.adaptive_avg_pool2d(err, self.grid)[:, 0]
+
+    # -- the network -------------------------------------------------------------------------
+    def init_state(self, batch: int = 1, device=None) -> State:
+        """An empty state; the first step fills it."""
+        device = device or self.threshold.device
+        return {k: torch.zeros(0, device=device) for k in ("prev", "h", "pred", "ema", "seen")}
+
+    def run(self, clip: torch.Tensor, state: State | None = None) -> tuple[Outputs, State]:
+        """``(B, T, 3, H, W)`` from ``state`` -> outputs with a ``T`` axis and the new state.
+
+        Outputs: ``pred`` ``(B, T, 3, H/P, W/P)`` (training target: see ``target``),
+        ``pred_error`` ``(B, T, h, w)`` raw, ``cells`` ``(B, T, h, w)`` the calibrated heat
+        map, ``score`` ``(B, T)`` the smoothed frame score.
+        """
+        self._check(clip, 5, "clip")
+        b, t = clip.shape[:2]
+        state = state if state is not None else self.init_state(b, clip.device)
+        first = state["prev"].numel() == 0
+        prev_frame = clip[:, 0] if first else state["prev"]
+        prevs = torch.cat([prev_frame[:, None], clip[:, :-1]], 1)
+        feats = self.features(prevs.flatten(0, 1), clip.flatten(0, 1))
+        feats = feats.view(b, t, *feats.shape[1:])
+        h = state["h"] if state["h"].numel() else torch.zeros_like(feats[:, 0])
+        hidden = []
+        for i in range(t):
+            h = self.rnn(feats[:, i], h) if self.rnn is not None else feats[:, i]
+            hidden.append(h)
+        hidden = torch.stack(hidden, 1)
+        pred = self.decode(hidden.flatten(0, 1), clip.flatten(0, 1), prevs.flatten(0, 1))
+        pred = pred.view(b, t, *pred.shape[1:])
+        # the prediction each frame is judged against: the one made a frame earlier (next),
+        # or its own reconstruction (current)
+        if self.cfg.target == "next":
+            last = pred[:, :1] if first else state["pred"][:, None]
+            judged = torch.cat([last, pred[:, :-1]], 1)
+        else:
+            judged = pred
+        err = self.cell_error(judged.flatten(0, 1), clip.flatten(0, 1)).view(b, t, *self.grid)
+        cells = (err - self.calibration[0]) / self.calibration[1]
+        seen = torch.zeros(b, device=clip.device) if first else state["seen"]
+        steps = seen[:, None] + torch.arange(t, device=clip.device)  # frames seen before each
+        cells = cells * (steps > 0)[..., None, None]
+        raw = cells.flatten(2).amax(-1)  # (B, T)
+        alpha = 1.0 if self.cfg.smooth <= 1 else 1 - math.exp(-1 / self.cfg.smooth)
+        ema = torch.zeros(b, device=clip.device) if first else state["ema"]
+        scores = []
+        for i in range(t):
+            ema = torch.where(steps[:, i] > 0, ema + alpha * (raw[:, i] - ema), raw[:, i])
+            scores.append(ema)
+        out = {"pred": pred, "pred_error": err, "cells": cells, "score": torch.stack(scores, 1)}
+        new = {
+            "prev": clip[:, -1],
+            "h": h,
+            "pred": pred[:, -1],
+            "ema": ema,
+            "seen": seen + t,
+        }
+        return out, new
+
+    def forward(self, clip: torch.Tensor) -> Outputs:
+        """Offline: ``(B, T, 3, H, W)`` -> outputs from a fresh state (see :meth:`run`)."""
+        return self.run(clip)[0]
+
+    @property
+    def streamable(self) -> bool:
+        return True
+
+    def step(self, frame: torch.Tensor, state: State) -> tuple[Outputs, State]:
+        """One frame ``(B, 3, H, W)`` -> outputs without the ``T`` axis, and the new state."""
+        self._check(frame, 4, "frame")
+        out, state = self.run(frame.unsqueeze(1), state)
+        return {k: v[:, 0] for k, v in out.items()}, state
+
+    # -- calibration on normal frames ----------------------------------------------------------
+    @torch.no_grad()
+    def set_calibration(self, err: torch.Tensor) -> None:
+        """Per-cell mean and spread of the prediction error ``(N, h, w)`` on normal frames; a
+        spread is at least a tenth of the mean spread over cells (cells where nothing ever
+        moves would otherwise turn sensor noise into alarms)."""
+        mu = err.mean(0)
+        sd = err.std(0) if err.shape[0] > 1 else torch.ones_like(mu)
+        self.calibration.copy_(torch.stack([mu, sd.clamp_min(0.1 * float(sd.mean()) + 1e-8)]))
+
+    @torch.no_grad()
+    def set_threshold(self, scores: torch.Tensor) -> None:
+        """The alert threshold: the highest smoothed frame score on the normal val frames."""
+        self.threshold.fill_(float(scores.max()) if scores.numel() else float("inf"))
+
+
+def build_anomaly(model: ModelConfig, cfg: AnomalyConfig) -> SoraAnomaly:
+    return SoraAnomaly(model, cfg)

@@ -1,0 +1,185 @@
+"""Training SoraAnomaly on normal footage (``task: anomaly``).
+
+Data: the ``training/`` videos of the anomaly layout (:mod:`sora.data.anomaly`), decoded once
+at ``anomaly.fps`` and ``anomaly.size`` and kept as uint8 in memory. The first
+``1 - anomaly.val_fraction`` of each video gives training clips (``clip_len`` frames every
+``clip_stride``), the last part val clips: normal frames the model has not learned from.
+
+Objective: the mean squared error of the predicted next frame (or the reconstructed frame,
+``target: current``) at a quarter of the resolution; ``val_psnr`` (higher is better, from the
+val MSE in normalized units) picks the best epoch.
+
+After the fit (:func:`fit_normality`), the best model streams the val part of every video
+(its state warmed up on the end of the training part) to calibrate the score of each cell
+and to set the alert threshold; both are saved with the weights.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from sora.config import Config, config_from_dict
+from sora.data.anomaly import read_anomaly_split
+from sora.errors import DatasetError, VideoReadError
+from sora.io.video import read_video
+from sora.models.anomaly import SoraAnomaly
+from sora.tasks.classification import adamw_warmup_cosine
+
+CLASSES = ["anomaly"]
+
+
+def normalize(video: torch.Tensor, config: Config) -> torch.Tensor:
+    """uint8 ``(..., 3, H, W)`` -> float, normalized with ``data.mean`` / ``data.std``."""
+    mean = torch.tensor(config.data.mean, device=video.device).view(3, 1, 1)
+    std = torch.tensor(config.data.std, device=video.device).view(3, 1, 1)
+    return (video.float() / 255 - mean) / std
+
+
+def decode(path: Path, config: Config) -> torch.Tensor:
+    """A video (file or frame folder) -> ``(T, 3, H, W)`` uint8 at ``anomaly.fps`` and size."""
+    a = config.anomaly
+    frames, _ = read_video(path, fps=a.fps, size=tuple(a.size))
+    return frames
+
+
+class ClipWindows(Dataset):
+    """``clip_len``-frame windows, every ``clip_stride`` frames, of in-memory videos."""
+
+    def __init__(self, videos: list[torch.Tensor], clip_len: int, stride: int):
+        self.videos = videos
+        self.index = [
+            (v, s)
+            for v, frames in enumerate(videos)
+            for s in range(0, max(len(frames) - clip_len, 0) + 1, stride)
+            if len(frames) >= clip_len
+        ]
+        self.clip_len = clip_len
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        v, s = self.index[i]
+        return {"video": self.videos[v][s : s + self.clip_len]}
+
+
+class AnomalyDataModule(L.LightningDataModule):
+    """Decodes ``DATA/training`` once; :attr:`train_parts` / :attr:`val_parts` hold the uint8
+    frames of each video's training and held-out part."""
+
+    def __init__(self, config: Config, data: str | Path):
+        super().__init__()
+        self.config, self.data = config, Path(data)
+        self.train_parts: list[torch.Tensor] = []
+        self.val_parts: list[torch.Tensor] = []
+        self.skipped: list[tuple[str, str]] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_parts:
+            return
+        a = self.config.anomaly
+        for video in read_anomaly_split(self.data, "training"):
+            try:
+                frames = decode(video.path, self.config)
+            except VideoReadError as err:
+                self.skipped.append((str(video.path), err.reason))
+                continue
+            cut = len(frames) - max(1, math.ceil(len(frames) * a.val_fraction))
+            self.train_parts.append(frames[:cut])
+            self.val_parts.append(frames[cut:])
+        if not self.train_parts:
+            raise DatasetError("no readable training videos", self.data / "training")
+        self.train_set = ClipWindows(self.train_parts, a.clip_len, a.clip_stride)
+        self.val_set = ClipWindows(self.val_parts, min(a.clip_len, 4), 2)
+        if len(self.train_set) == 0:
+            raise DatasetError(
+                f"training videos are shorter than anomaly.clip_len={a.clip_len} frames",
+                self.data / "training",
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set, batch_size=self.config.data.batch_size, shuffle=True, drop_last=False
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.config.data.batch_size)
+
+
+class AnomalyModule(L.LightningModule):
+    """Holds the :class:`SoraAnomaly` (``self.model``, what is saved) and its loss."""
+
+    def __init__(self, config: dict, classes: list[str] | None = None):
+        super().__init__()
+        self.save_hyperparameters({"config": config, "classes": classes or CLASSES})
+        self.config = config_from_dict(config)
+        self.model = SoraAnomaly(self.config.model, self.config.anomaly)
+
+    def loss(self, video: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, T, 3, H, W)`` -> prediction MSE at a quarter of the resolution."""
+        clip = normalize(video, self.config)
+        pred = self.model.run(clip)[0]["pred"]
+        small = self.model.small(clip.flatten(0, 1)).view_as(pred)
+        if self.config.anomaly.target == "next":
+            return F.mse_loss(pred[:, :-1], small[:, 1:])
+        return F.mse_loss(pred, small)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch["video"])
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss = self.loss(batch["video"])
+        self.log("val_loss", loss, on_epoch=True)
+        self.log("val_psnr", -10 * torch.log10(loss.clamp_min(1e-10)), on_epoch=True, prog_bar=True)
+
+    def configure_optimizers(self):
+        return adamw_warmup_cosine(self, self.config.train)
+
+
+@torch.no_grad()
+def stream(
+    model: SoraAnomaly, frames: torch.Tensor, config: Config, chunk: int = 64
+) -> dict[str, torch.Tensor]:
+    """Run the model over a whole uint8 video ``(T, 3, H, W)`` in chunks of ``chunk`` frames
+    (the state carried between them, so the result is the offline one) -> outputs without the
+    batch axis (:meth:`SoraAnomaly.run`), on the CPU."""
+    device = model.threshold.device
+    state = None
+    parts: dict[str, list[torch.Tensor]] = {}
+    for s in range(0, len(frames), chunk):
+        clip = normalize(frames[s : s + chunk].to(device), config)[None]
+        out, state = model.run(clip, state)
+        for k, v in out.items():
+            parts.setdefault(k, []).append(v[0].cpu())
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+@torch.no_grad()
+def fit_normality(model: SoraAnomaly, dm: AnomalyDataModule, config: Config) -> dict:
+    """Calibrate the cells and set the alert threshold on the val parts (see the module
+    docstring). Returns a summary: frames used and the threshold."""
+    model.eval()
+
+    def val_outputs() -> list[dict]:
+        # the val part continues its training part: warm the state up on its last frames
+        out = []
+        for train_part, val_part in zip(dm.train_parts, dm.val_parts, strict=True):
+            warm = train_part[-config.anomaly.clip_len :]
+            o = stream(model, torch.cat([warm, val_part]), config)
+            out.append({k: v[len(warm) :] for k, v in o.items()})
+        return out
+
+    model.set_calibration(torch.cat([o["pred_error"] for o in val_outputs()]))
+    model.set_threshold(torch.cat([o["score"] for o in val_outputs()]))
+    return {
+        "calibration_frames": sum(len(f) for f in dm.val_parts),
+        "threshold": float(model.threshold),
+    }

@@ -1,0 +1,247 @@
+"""Anomaly detection: the layout, the synthetic scene, SoraAnomaly, the metrics, conversion of
+the public benchmarks, and train -> eval from the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sora.cli import main
+from sora.config import AnomalyConfig, ModelConfig
+from sora.data.anomaly import fit_labels, read_anomaly_split
+from sora.data.convert_anomaly import convert
+from sora.data.synth_anomaly import TYPES, generate, render_video
+from sora.errors import DatasetError
+from sora.evaluation.anomaly import (
+    alarm_counts,
+    anomaly_metrics,
+    auc,
+    detection_at_false_alarms,
+    eer,
+    runs,
+)
+from sora.io.video import write_video
+from sora.models.anomaly import SoraAnomaly
+
+TINY = ModelConfig(widths=[8, 8, 16, 16, 16])
+
+
+@pytest.fixture(scope="module")
+def anomaly_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("anomaly") / "data"
+    generate(root, train=2, test=7, frames=40, workers=1)
+    return root
+
+
+def test_synth_layout_labels_and_determinism(anomaly_data):
+    videos = read_anomaly_split(anomaly_data, "testing")
+    assert [v.name for v in videos] == [f"test_{i:03d}" for i in range(7)]
+    assert len(read_anomaly_split(anomaly_data, "training")) == 2
+    for v in videos:
+        assert len(v.labels) == 40
+        # every labelled frame has a box of its video's type, and only labelled frames do
+        kinds = {k for ks in v.types.values() for k in ks}
+        assert kinds <= {TYPES[int(v.name[-3:]) % 7]}
+        assert set(v.types) == set(np.flatnonzero(v.labels))
+    a, ann_a = render_video(0, "testing", 3, 30)
+    b, ann_b = render_video(0, "testing", 3, 30)
+    assert np.array_equal(a, b) and np.array_equal(ann_a["labels"], ann_b["labels"])
+    # training videos are normal: no anomalous agent at all
+    _, ann = render_video(0, "training", 0, 30)
+    assert ann["labels"].sum() == 0 and ann["type"] is None
+    # the background does not move: two training videos share it away from the walkers
+    assert (a[0].astype(int) - render_video(0, "training", 1, 1)[0][0]).__abs__()[0:8].mean() < 6
+
+
+def test_layout_labels_from_csv_and_bad_labels(tmp_path):
+    root = tmp_path / "set"
+    frames = np.zeros((6, 32, 32, 3), np.uint8)
+    write_video(root / "training" / "a.mp4", frames, 10)
+    write_video(root / "testing" / "b.mp4", frames, 10)
+    with pytest.raises(DatasetError, match="no frame labels"):
+        read_anomaly_split(root, "testing")
+    (root / "frame_labels.csv").write_text("video,frame,label\nb,3,1\nb,4,1\n")
+    (v,) = read_anomaly_split(root, "testing")
+    assert fit_labels(v, 6).tolist() == [0, 0, 1, 1, 0, 0]  # padded with normal frames
+    (root / "testing" / "b.txt").write_text("0\n1\nx\n")
+    with pytest.raises(DatasetError, match=r"b\.txt: line 3: expected 0 or 1"):
+        read_anomaly_split(root, "testing")
+    (root / "testing" / "b.txt").write_text("0\n1\n")
+    (v,) = read_anomaly_split(root, "testing")
+    with pytest.raises(DatasetError, match="2 frame labels for 6 frames"):
+        fit_labels(v, 6)
+
+
+def _model(**kw) -> SoraAnomaly:
+    torch.manual_seed(0)
+    cfg = AnomalyConfig(size=[32, 48], **kw)
+    model = SoraAnomaly(TINY, cfg).eval()
+    model.set_calibration(torch.rand(10, 2, 3))
+    return model
+
+
+@pytest.mark.parametrize("kw", [{}, {"temporal": "none", "target": "current", "motion": False}])
+def test_streaming_equals_offline(kw):
+    model = _model(**kw)
+    clip = torch.randn(2, 7, 3, 32, 48)
+    with torch.no_grad():
+        offline = model(clip)
+        state = model.init_state(2)
+        steps = []
+        for t in range(7):
+            out, state = model.step(clip[:, t], state)
+            steps.append(out)
+        # and in two chunks
+        first, mid = model.run(clip[:, :3])
+        rest, _ = model.run(clip[:, 3:], mid)
+    assert offline["cells"].shape == (2, 7, 2, 3) and offline["score"].shape == (2, 7)
+    assert offline["pred"].shape == (2, 7, 3, 8, 12)
+    for key in ("cells", "score", "pred_error"):
+        streamed = torch.stack([s[key] for s in steps], 1)
+        torch.testing.assert_close(streamed, offline[key], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            torch.cat([first[key], rest[key]], 1), offline[key], atol=1e-5, rtol=1e-4
+        )
+    assert torch.all(offline["cells"][:, 0] == 0)  # nothing to compare the first frame with
+
+
+def test_calibration_and_scores():
+    model = _model()
+    err = torch.rand(50, 2, 3)
+    err[:, 0, 0] = 0.5  # a cell where nothing ever changes: its spread is floored
+    model.set_calibration(err)
+    assert torch.allclose(model.calibration[0], err.mean(0))
+    assert model.calibration[1, 0, 0] >= 0.1 * err.std(0).mean() - 1e-6
+    # the heat map is the calibrated error; the frame score its maximum, smoothed
+    clip = torch.randn(1, 5, 3, 32, 48)
+    with torch.no_grad():
+        out = model(clip)
+    z = (out["pred_error"] - model.calibration[0]) / model.calibration[1]
+    torch.testing.assert_close(out["cells"][:, 1:], z[:, 1:])
+    model.cfg.smooth = 0
+    with torch.no_grad():
+        raw = model(clip)["score"]
+    torch.testing.assert_close(raw[:, 1:], z[:, 1:].flatten(2).amax(-1))
+    with pytest.raises(ValueError, match=r"anomaly.size"):
+        model(torch.zeros(1, 2, 3, 32, 40))
+
+
+def test_metrics_by_hand():
+    y = np.array([0, 0, 0, 1, 1, 0, 0, 1, 0, 0])
+    assert auc(y.astype(float), y) == 1.0 and eer(y.astype(float), y) == 0.0
+    assert auc(-y.astype(float), y) == 0.0
+    assert auc(np.ones(4), np.zeros(4)) is None
+    assert runs(y > 0) == [(3, 5), (7, 8)]
+    s = np.array([0, 0.9, 0, 0.5, 0.2, 0, 0, 0.8, 0, 0])
+    # at 0.4: events (3,5) and (7,8) both hit; the run at frame 1 is one false alarm
+    assert alarm_counts([s], [y], 0.4) == (2, 2, 1)
+    assert alarm_counts([s], [y], 0.6) == (1, 2, 1)
+    # no false alarm allowed: the threshold must sit above 0.9, so nothing is detected
+    rate, thr = detection_at_false_alarms([s], [y], minutes=1.0, rate=0.0)
+    assert rate == 0.0 and thr >= 0.9
+    rate, thr = detection_at_false_alarms([s], [y], minutes=10.0, rate=0.1)
+    assert rate == 1.0 and thr < 0.5
+
+
+def test_metrics_per_type_and_macro(anomaly_data):
+    videos = read_anomaly_split(anomaly_data, "testing")
+    labels = [v.labels for v in videos]
+    perfect = [lb.astype(float) for lb in labels]
+    m = anomaly_metrics(perfect, videos, labels, fps=15.0)
+    assert m["auc_micro"] == 1.0 and m["eer"] == 0.0
+    assert m["detection_rate_at_1_false_alarm_per_10_min"] == 1.0
+    kinds = {k for v in videos for ks in v.types.values() for k in ks}
+    assert set(m["per_type"]) == kinds and all(p["auc"] == 1.0 for p in m["per_type"].values())
+    blind = [np.zeros(len(lb)) for lb in labels]
+    assert anomaly_metrics(blind, videos, labels, fps=15.0)["auc_micro"] == 0.5
+
+
+def _frames(folder, n, ext=".tif"):
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(np.full((16, 24), 40 * i % 255, np.uint8)).save(
+            folder / f"{i + 1:03d}{ext}"
+        )
+
+
+def test_convert_ped2_avenue_shanghaitech(tmp_path):
+    from scipy.io import savemat
+
+    ped = tmp_path / "UCSDped2"
+    _frames(ped / "Train" / "Train001", 4)
+    _frames(ped / "Test" / "Test001", 5)
+    _frames(ped / "Test" / "Test002", 5)
+    gt = ped / "Test" / "Test001_gt"
+    gt.mkdir()
+    for i in range(5):
+        mask = np.zeros((16, 24), np.uint8)
+        mask[2, 3] = 255 * (i >= 3)
+        Image.fromarray(mask).save(gt / f"{i + 1:03d}.bmp")
+    (ped / "UCSDped2.m").write_text("TestVideoFile{2}.gt_frame = [2:3];\n")
+    assert convert(ped, "ped2", tmp_path / "ped") == (1, 2)
+    t1, t2 = read_anomaly_split(tmp_path / "ped", "testing")
+    assert t1.labels.tolist() == [0, 0, 0, 1, 1] and t2.labels.tolist() == [0, 1, 1, 0, 0]
+    assert len(list((tmp_path / "ped" / "training" / "Train001").glob("*.png"))) == 4
+
+    ave = tmp_path / "Avenue Dataset"
+    clip = np.zeros((4, 16, 24, 3), np.uint8)
+    write_video(ave / "training_videos" / "01.avi", clip, 25, codec="mpeg4")
+    write_video(ave / "testing_videos" / "01.avi", clip, 25, codec="mpeg4")
+    masks = np.empty((1, 4), dtype=object)
+    for i in range(4):
+        masks[0, i] = np.full((16, 24), i == 2, np.uint8)
+    (ave / "ground_truth_demo" / "testing_label_mask").mkdir(parents=True)
+    savemat(ave / "ground_truth_demo" / "testing_label_mask" / "1_label.mat", {"volLabel": masks})
+    assert convert(ave, "avenue", tmp_path / "ave") == (1, 1)
+    (v,) = read_anomaly_split(tmp_path / "ave", "testing")
+    assert v.labels.tolist() == [0, 0, 1, 0]
+
+    sht = tmp_path / "shanghaitech"
+    write_video(sht / "training" / "videos" / "01_001.avi", clip, 24, codec="mpeg4")
+    _frames(sht / "testing" / "frames" / "01_0014", 3, ".jpg")
+    (sht / "testing" / "test_frame_mask").mkdir(parents=True)
+    np.save(sht / "testing" / "test_frame_mask" / "01_0014.npy", np.array([0, 1, 1]))
+    assert convert(sht, "shanghaitech", tmp_path / "sht") == (1, 1)
+    (v,) = read_anomaly_split(tmp_path / "sht", "testing")
+    assert v.labels.tolist() == [0, 1, 1] and v.path.is_dir()
+    # nothing is written over, and a wrong layout is named
+    with pytest.raises(FileExistsError, match="not empty"):
+        convert(sht, "shanghaitech", tmp_path / "sht")
+    with pytest.raises(DatasetError, match="no Train/ folder: not the ped2 layout"):
+        convert(sht, "ped2", tmp_path / "x")
+
+
+def test_cli_train_eval_and_errors(anomaly_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    sets = [
+        "--set", "anomaly.size=[48,64]", "--set", "model.widths=[8,8,16,16,16]",
+        "--set", "anomaly.clip_len=6",
+    ]  # fmt: skip
+    assert main(["train", "--data", str(anomaly_data), "--out", str(run), "--epochs", "1",
+                 "--quiet", *sets]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "best val prediction PSNR" in out and "alert threshold" in out
+    assert main(["eval", str(run), "--data", str(anomaly_data)]) == 0
+    out = capsys.readouterr().out
+    assert "frame AUC" in out and "per type AUC" in out
+    m = json.loads((run / "eval" / "anomaly.json").read_text())
+    assert m["num_frames"] == 7 * 40 and 0 <= m["auc_micro"] <= 1
+    assert set(m["per_type"]) <= set(TYPES)
+    for name in ("anomaly_timeline.png", "anomaly_roc.png", "anomaly_heatmaps.png"):
+        assert (run / "eval" / name).stat().st_size > 1000
+    rows = (run / "eval" / "anomaly_scores.csv").read_text().splitlines()
+    assert rows[0] == "video,frame,score,label" and len(rows) == 1 + 7 * 40
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert "frame AUC (micro)" in page and "Per anomaly type" in page and page.count("<img") >= 5
+    # bad input: one line naming the file
+    bad = tmp_path / "bad"
+    (bad / "training").mkdir(parents=True)
+    (bad / "testing").mkdir()
+    assert main(["train", "--data", str(bad), "--out", str(tmp_path / "r2")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "training: no videos" in err

@@ -1,0 +1,212 @@
+"""Zones and lines, the events file and webhook, the frame grabber, and ``sora watch``."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import time as clock
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from sora.cli import main
+from sora.errors import ConfigError
+from sora.inference.events import EventLog, Webhook
+from sora.inference.watch import Grabber
+from sora.inference.zones import ZoneMonitor, armed, load_zones
+
+NOON = clock(12, 0)
+CLASSES = ["person", "vehicle"]
+
+
+def _write(tmp_path, text, name="zones.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _monitor(tmp_path, text, fps=10.0):
+    return ZoneMonitor(load_zones(_write(tmp_path, text), 100, 100), fps)
+
+
+def _box(x, y, w=6, h=10):
+    """A box standing at (x, y): its bottom centre."""
+    return np.array([[x - w / 2, y - h, x + w / 2, y]], np.float32)
+
+
+def _run(monitor, path, fps=10.0, label=0, track=1, now=NOON):
+    events = []
+    for k, (x, y) in enumerate(path):
+        events += monitor.update(
+            k / fps, _box(x, y), np.array([track]), np.array([label]), np.array([0.9]),
+            CLASSES, now,
+        )  # fmt: skip
+    return events
+
+
+ZONE = """
+debounce: 0.3
+cooldown: 5
+zones:
+  - name: lawn
+    polygon: [[0, 0], [0.5, 0], [0.5, 0.5], [0, 0.5]]
+    classes: [person]
+    exit: true
+    dwell: 2
+"""
+
+
+def test_load_zones_relative_and_errors(tmp_path):
+    z = load_zones(_write(tmp_path, ZONE), 200, 100)
+    assert z.zones[0].polygon.tolist() == [[0, 0], [100, 0], [100, 50], [0, 50]]
+    assert z.zones[0].classes == {"person"} and z.zones[0].dwell == 2.0
+    bad = {
+        "zones:\n  - name: a\n    polygon: [[0, 0], [1, 1]]\n": "at least 3 points",
+        "zones:\n  - name: a\n    polygon: [[0,0],[1,0],[1,1]]\n    hours: noon\n": "hours must",
+        "zonez: []\n": "expected a mapping",
+        "lines:\n  - name: g\n    start: [0, 0]\n    end: [1, 1]\n    direction: up\n": "direction",
+    }
+    for text, reason in bad.items():
+        with pytest.raises(ConfigError, match=reason) as err:
+            load_zones(_write(tmp_path, text, "bad.yaml"), 100, 100)
+        assert "bad.yaml" in str(err.value)
+    with pytest.raises(ConfigError, match="zones file not found"):
+        load_zones(tmp_path / "none.yaml", 100, 100)
+
+
+def test_enter_exit_dwell_once_each_and_debounced(tmp_path):
+    m = _monitor(tmp_path, ZONE)
+    # walk in from the right (x 80 -> 30 at y 40), stay 3 s, walk out downwards
+    path = (
+        [(80 - 5 * k, 40) for k in range(11)]
+        + [(30, 40)] * 30
+        + [(30, 40 + 5 * k) for k in range(12)]
+    )
+    events = _run(m, path)
+    rules = [(e["rule"], e["zone"], e["track"], e["class"]) for e in events]
+    assert rules == [
+        ("enter", "lawn", 1, "person"),
+        ("dwell", "lawn", 1, "person"),
+        ("exit", "lawn", 1, "person"),
+    ]
+    enter = events[0]
+    # x reaches 50 (the edge) at frame 6 (0.6 s); the entry is confirmed 0.3 s later
+    assert enter["time"] == pytest.approx(0.9)
+    # dwell counts from the crossing (0.6 s), not from the confirmation
+    assert events[1]["time"] == pytest.approx(0.6 + 2.0, abs=0.11)
+    # an object jittering across the edge every frame for 10 s: no storm of enter/exit, it
+    # stays in (and so dwells)
+    m = _monitor(tmp_path, ZONE)
+    jitter = [(40, 40)] * 5 + [(52 if k % 2 else 48, 40) for k in range(100)]
+    assert [e["rule"] for e in _run(m, jitter)] == ["enter", "dwell"]
+    # a vehicle is not a person: no event
+    m = _monitor(tmp_path, ZONE)
+    assert _run(m, path, label=1) == []
+
+
+def test_hours_and_lines(tmp_path):
+    assert armed((clock(22), clock(6)), clock(23, 30)) and armed((clock(22), clock(6)), clock(1))
+    assert not armed((clock(22), clock(6)), NOON) and armed(None, NOON)
+    night = ZONE.replace("dwell: 2", "hours: '22:00-06:00'")
+    path = [(80 - 5 * k, 40) for k in range(15)]
+    assert _run(_monitor(tmp_path, night), path) == []
+    assert [e["rule"] for e in _run(_monitor(tmp_path, night), path, now=clock(23))] == ["enter"]
+    line = "lines:\n  - name: gate\n    start: [0.5, 0]\n    end: [0.5, 1]\n    direction: {d}\n"
+    right = [(10 + 4 * k, 60) for k in range(20)]
+    left = right[::-1]
+    a = [e["rule"] for e in _run(_monitor(tmp_path, line.format(d="both")), right)]
+    b = [e["rule"] for e in _run(_monitor(tmp_path, line.format(d="both")), left)]
+    assert len(a) == 1 and len(b) == 1 and a != b  # once each way, in opposite senses
+    assert _run(_monitor(tmp_path, line.format(d=a[0].removeprefix("cross_"))), left) == []
+
+
+def test_event_log_appends_continues_and_repairs(tmp_path):
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    assert log.append({"rule": "enter"})["id"] == 1
+    assert log.append({"rule": "exit"})["id"] == 2
+    log.close()
+    with path.open("a") as f:  # a crash in the middle of a line
+        f.write('{"id": 3, "rule": "ent')
+    log = EventLog(path)
+    assert log.append({"rule": "dwell"})["id"] == 3
+    log.close()
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [e["id"] for e in lines] == [1, 2, 3] and lines[2]["rule"] == "dwell"
+    assert (tmp_path / "events.jsonl.partial").read_text() == '{"id": 3, "rule": "ent\n'
+
+
+def test_webhook_posts_and_never_blocks(tmp_path):
+    got = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = Webhook(f"http://127.0.0.1:{server.server_port}/alerts")
+    for i in range(3):
+        hook.post({"id": i})
+    hook.close()
+    server.shutdown()
+    assert [e["id"] for e in got] == [0, 1, 2] and hook.sent == 3
+    # nobody listening: posting still returns at once; the sends fail in the background
+    dead = Webhook("http://127.0.0.1:9/none", retries=0, timeout=0.2, size=2)
+    start = time.perf_counter()
+    for i in range(50):
+        dead.post({"id": i})
+    assert time.perf_counter() - start < 0.5
+    dead.close()
+    assert dead.dropped > 0 and dead.failed >= 1
+    with pytest.raises(ValueError, match="http"):
+        Webhook("ftp://x")
+
+
+def test_grabber_drops_only_when_asked():
+    frames = [SimpleNamespace(time=k / 100, image=None) for k in range(50)]
+    slow = Grabber(iter(frames), latest=True, pace=False)
+    taken = []
+    for fr, _ in slow:
+        taken.append(fr)
+        time.sleep(0.01)
+    assert slow.read == 50 and slow.dropped > 0 and len(taken) + slow.dropped == 50
+    assert taken[-1] is frames[-1]  # the newest frame is never the one dropped
+    every = Grabber(iter(frames), latest=False, pace=False)
+    assert [fr for fr, _ in every] == frames and every.dropped == 0
+
+
+def test_sora_watch_zones_events_video_and_restart(det_run, det_data, tmp_path, capsys):
+    seq = det_data / "test" / "test_000" / "img1"
+    zones = _write(
+        tmp_path,
+        "debounce: 0\nzones:\n  - name: all\n    polygon: [[0, 0], [1, 0], [1, 1], [0, 1]]\n"
+        "    dwell: 0.2\n",
+    )
+    events = tmp_path / "out" / "events.jsonl"
+    args = ["watch", str(seq), "--model", str(det_run), "--zones", str(zones),
+            "--events", str(events)]  # fmt: skip
+    assert main([*args, "--save-video", str(tmp_path / "w.mp4")]) == 0
+    out = capsys.readouterr().out
+    assert "watched 16 frames" in out and "0 dropped" in out
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    # the tiny detector may find nothing; what it writes must be whole, numbered events
+    for k, e in enumerate(lines, 1):
+        assert e["id"] == k and e["rule"] in ("enter", "dwell") and e["zone"] == "all"
+        assert (events.parent / e["snapshot"]).stat().st_size > 0
+    assert (tmp_path / "w.mp4").stat().st_size > 0
+    assert main(args) == 0  # restarted on the same file: ids continue
+    again = [json.loads(x) for x in events.read_text().splitlines()]
+    assert [e["id"] for e in again] == list(range(1, len(again) + 1))
+    assert again[: len(lines)] == lines
+    capsys.readouterr()
+    assert main(["watch", str(seq), "--zones", str(zones)]) == 1
+    assert "--zones needs --model" in capsys.readouterr().err
