@@ -113,19 +113,25 @@ def detection_at_false_alarms(
     return best
 
 
-def score_videos(
-    model, config: Config, videos: list[AnomalyVideo], decode: Callable
-) -> list[dict[str, np.ndarray]]:
-    """Stream each video through the model: ``score`` ``(T,)``, ``cells`` ``(T, h, w)``, the
-    decoded ``frames`` kept only as a reference for the heat-map figure (first 1000)."""
+def score_videos(model, config: Config, videos: list[AnomalyVideo], decode: Callable) -> list[dict]:
+    """Stream each video through the model: ``score`` ``(T,)``, ``cells`` ``(T, h, w)``,
+    ``labels`` ``(T,)`` (:func:`fit_labels`), and ``example``: ``(frame index, image (H, W, 3))``
+    of its highest-scoring anomalous frame for the heat-map figure (``None`` without one).
+    Only that frame of the decoded video is kept."""
     from sora.tasks.anomaly import stream
 
     out = []
     for v in videos:
         frames = decode(v.path, config)
         o = stream(model, frames, config)
+        score, labels = o["score"].numpy(), fit_labels(v, len(frames))
+        idx = np.flatnonzero(labels)
+        example = None
+        if len(idx):
+            i = int(idx[np.argmax(score[idx])])
+            example = (i, frames[i].permute(1, 2, 0).numpy().copy())
         out.append(
-            {"score": o["score"].numpy(), "cells": o["cells"].numpy(), "frames": frames[:1000]}
+            {"score": score, "cells": o["cells"].numpy(), "labels": labels, "example": example}
         )
     return out
 
@@ -193,7 +199,7 @@ def evaluate_anomaly(run: str | Path, data: str | Path, *, out: str | Path | Non
     start = time.perf_counter()
     results = score_videos(model, config, videos, decode)
     seconds = time.perf_counter() - start
-    labels = [fit_labels(v, len(r["score"])) for v, r in zip(videos, results, strict=True)]
+    labels = [r["labels"] for r in results]
     scores = [r["score"] for r in results]
     fps = config.anomaly.fps or _native_fps(videos[0].path)
     metrics = anomaly_metrics(scores, videos, labels, fps)
@@ -218,24 +224,22 @@ def evaluate_anomaly(run: str | Path, data: str | Path, *, out: str | Path | Non
     )
     fpr, tpr = roc(np.concatenate(scores), np.concatenate(labels))
     plots.roc_curve(fpr, tpr, metrics["auc_micro"], out / "anomaly_roc.png")
-    plots.heatmap_strip(_heat_examples(videos, results, labels), out / "anomaly_heatmaps.png")
+    plots.heatmap_strip(_heat_examples(videos, results), out / "anomaly_heatmaps.png")
     return metrics
 
 
-def _heat_examples(videos, results, labels, n: int = 8) -> list[dict]:
+def _heat_examples(videos, results, n: int = 8) -> list[dict]:
     """The highest-scoring anomalous frame of each type (or video), for the heat-map strip."""
     picks: dict[str, dict] = {}
-    for v, r, lb in zip(videos, results, labels, strict=True):
-        frames = r["frames"]
-        idx = np.flatnonzero(lb[: len(frames)])
-        if not len(idx):
+    for v, r in zip(videos, results, strict=True):
+        if r["example"] is None:
             continue
-        i = int(idx[np.argmax(r["score"][idx])])
+        i, image = r["example"]
         kind = ", ".join(sorted(v.types.get(i, ()))) or v.name
         if kind not in picks or r["score"][i] > picks[kind]["score"]:
             picks[kind] = {
                 "title": f"{kind} ({v.name} #{i + 1})",
-                "image": frames[i].permute(1, 2, 0).numpy(),
+                "image": image,
                 "heat": r["cells"][i],
                 "score": float(r["score"][i]),
                 "boxes": v.boxes.get(i, []),

@@ -132,6 +132,25 @@ class Detector:
             frames = reconnecting(lambda: iter(reader), name=reader.name, retries=retries)
         else:
             frames = iter(reader)
+        yield from self.detect_frames(
+            frames,
+            score_thresh=score_thresh,
+            keep_images=keep_images,
+            chunk=1 if reader.live else 8,
+        )
+
+    def detect_frames(
+        self,
+        frames: Iterable[Frame | None],
+        *,
+        score_thresh: float | None = None,
+        keep_images: bool = False,
+        chunk: int = 8,
+    ) -> Iterator[FrameDetections]:
+        """Decoded frames (``None``: a gap, the state restarts) -> detections per frame, through
+        :meth:`stream` in chunks of ``chunk``; the frames' size is read off the first one (no
+        frame first: nothing)."""
+        frames = iter(frames)
         first = next(frames, None)
         if first is None:
             return
@@ -139,7 +158,6 @@ class Detector:
             (None, None) if fr is None else (torch.from_numpy(fr.image.copy()).permute(2, 0, 1), fr)
             for fr in chain([first], frames)
         )
-        chunk = 1 if reader.live else 8
         for fr, d in self.stream(
             pairs, source_size=first.image.shape[:2], chunk=chunk, score_thresh=score_thresh
         ):

@@ -217,21 +217,37 @@ def watch(
     scores: deque = deque(maxlen=100_000)
     processed, alarm, calm_since = 0, False, None
     start = time.perf_counter()
-    state = None
-    sv_tracker = vt.new_tracker(vt.detector.config.detect.fps or meta_fps) if vt else None
-    try:
+    grab_times: deque = deque()  # of the frames in the pipeline, oldest first
+
+    def grabbed_frames() -> Iterator[Frame | None]:
         for fr, grabbed in grabber:
-            if fr is None:  # a gap in a live source: start the recurrent states afresh
-                state = None
+            if fr is None:  # a gap in a live source: the recurrent states start afresh
                 if scorer is not None:
                     scorer.reset()
-                continue
+            else:
+                grab_times.append(grabbed)
+            yield fr
+
+    # one frame in, one out: SoraDet's stream (which restarts at a gap) and the tracker, or
+    # the frames themselves when only the anomaly run watches
+    if vt is not None:
+        from sora.inference.tracking import track_detections
+
+        detections = vt.detector.detect_frames(
+            grabbed_frames(), score_thresh=vt.conf, keep_images=True, chunk=1
+        )
+        tracker_ = vt.new_tracker(vt.detector.config.detect.fps or meta_fps)
+        items = track_detections(detections, tracker_, conf=vt.conf, nms_iou=vt.nms_iou)
+    else:
+        items = (fr for fr in grabbed_frames() if fr is not None)
+    try:
+        for fr in items:
+            grabbed = grab_times.popleft()
             image = fr.image
             h, w = image.shape[:2]
             new_events: list[dict] = []
-            ft = None
+            ft = fr if vt is not None else None
             if vt is not None:
-                ft, state = _track_step(vt, sv_tracker, fr, state)
                 if zones is not None and monitor is None:
                     from sora.inference.zones import ZoneMonitor, load_zones
 
@@ -328,32 +344,6 @@ def watch(
         if hook is None
         else {"sent": hook.sent, "failed": hook.failed, "dropped": hook.dropped},
     }
-
-
-def _track_step(vt, tracker, fr: Frame, state):
-    """One frame through SoraDet (state carried) and the tracker -> FrameTracks, new state."""
-    from sora.inference.detector import FrameDetections
-    from sora.inference.tracking import track_detections
-
-    det = vt.detector
-    if state is None:
-        state = det.model.init_state(1, det.device)
-    frame = torch.from_numpy(fr.image.copy()).permute(2, 0, 1)[None]
-    with torch.no_grad():
-        out, state = det.model.step(det.prepare(frame), state)
-        (d,) = det.model.detect(out, *det.size, score_thresh=vt.conf)
-    sy, sx = fr.image.shape[0] / det.size[0], fr.image.shape[1] / det.size[1]
-    boxes = (d["boxes"] * torch.tensor([sx, sy, sx, sy], device=d["boxes"].device)).cpu().numpy()
-    fd = FrameDetections(
-        index=fr.index,
-        time=fr.time,
-        boxes=boxes,
-        scores=d["scores"].cpu().numpy(),
-        labels=d["labels"].cpu().numpy(),
-        image=fr.image,
-    )
-    (ft,) = track_detections([fd], tracker, conf=vt.conf, nms_iou=vt.nms_iou)
-    return ft, state
 
 
 def _draw(annotator, image, ft, monitor, heat, scorer, alarm) -> np.ndarray:

@@ -37,13 +37,12 @@ from sora.config import AnomalyConfig, ModelConfig
 from sora.models.backbones import build_backbone
 from sora.models.soradet import ConvGRUCell
 from sora.models.soranet import block_flow
+from sora.models.streaming import Outputs, RunStreaming, State
 
-State = dict[str, torch.Tensor]
-Outputs = dict[str, torch.Tensor]
 PIXEL_STRIDE = 4
 
 
-class SoraAnomaly(nn.Module):
+class SoraAnomaly(RunStreaming, nn.Module):
     """Multi-scale CNN features per cell, a ConvGRU over time and a next-frame decoder. See
     the module docstring for the shapes."""
 
@@ -186,20 +185,6 @@ class SoraAnomaly(nn.Module):
             "seen": seen + t,
         }
         return out, new
-
-    def forward(self, clip: torch.Tensor) -> Outputs:
-        """Offline: ``(B, T, 3, H, W)`` -> outputs from a fresh state (see :meth:`run`)."""
-        return self.run(clip)[0]
-
-    @property
-    def streamable(self) -> bool:
-        return True
-
-    def step(self, frame: torch.Tensor, state: State) -> tuple[Outputs, State]:
-        """One frame ``(B, 3, H, W)`` -> outputs without the ``T`` axis, and the new state."""
-        self._check(frame, 4, "frame")
-        out, state = self.run(frame.unsqueeze(1), state)
-        return {k: v[:, 0] for k, v in out.items()}, state
 
     # -- calibration on normal frames ----------------------------------------------------------
     @torch.no_grad()

@@ -43,9 +43,8 @@ from torchvision.ops import (
 
 from sora.config import DetectConfig, ModelConfig
 from sora.models.backbones import build_backbone
+from sora.models.streaming import Outputs, RunStreaming, State
 
-State = dict[str, torch.Tensor]
-Outputs = dict[str, torch.Tensor]
 TEMPORAL = ("convgru", "convlstm", "none")
 DET_STRIDES = (4, 8, 16, 32)
 
@@ -84,7 +83,7 @@ class ConvLSTMCell(nn.Module):
         return torch.sigmoid(o) * torch.tanh(c), c
 
 
-class SoraDet(nn.Module):
+class SoraDet(RunStreaming, nn.Module):
     """Multi-scale CNN + FPN + convolutional RNN per level + FCOS head.
 
     Args:
@@ -219,21 +218,6 @@ class SoraDet(nn.Module):
             "bbox_ctrness": bbox_ctrness,
         }
         return {k: v.view(b, t, *v.shape[1:]) for k, v in out.items()}, new
-
-    def forward(self, clip: torch.Tensor) -> Outputs:
-        """Offline: ``(B, T, 3, H, W)`` -> ``cls_logits (B, T, A, K)``, ``bbox_regression
-        (B, T, A, 4)``, ``bbox_ctrness (B, T, A, 1)``, from a fresh state."""
-        return self.run(clip)[0]
-
-    @property
-    def streamable(self) -> bool:
-        return True
-
-    def step(self, frame: torch.Tensor, state: State) -> tuple[Outputs, State]:
-        """One frame ``(B, 3, H, W)`` -> outputs without the ``T`` axis, and the new state."""
-        self._check(frame, 4, "frame")
-        out, state = self.run(frame.unsqueeze(1), state)
-        return {k: v[:, 0] for k, v in out.items()}, state
 
     # -- decoding ------------------------------------------------------------------------
     @torch.no_grad()

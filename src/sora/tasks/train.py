@@ -226,17 +226,10 @@ class MetricsHistory(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         m = trainer.callback_metrics
         row: dict[str, float] = {"epoch": float(trainer.current_epoch)}
-        for key in (
-            "train_loss_epoch",
-            "train_acc",
-            "val_loss",
-            "val_acc",
-            "val_map50",
-            "val_map",
-            "val_psnr",
-        ):
-            if key in m:
-                row[key.replace("_epoch", "")] = float(m[key])
+        for column in METRIC_COLUMNS:  # the logged ones; the step-wise loss by its epoch mean
+            key = "train_loss_epoch" if column == "train_loss" else column
+            if column not in ("epoch", "lr", "seconds") and key in m:
+                row[column] = float(m[key])
         row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
         row["seconds"] = time.perf_counter() - self._t0
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
