@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 # torch/torchvision pinned to the releases on this machine's disk (see README).
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo demo-detect test lint format bench clean
+.PHONY: install demo demo-detect demo-watch test lint format bench clean
 
 install: $(STAMP)
 
@@ -23,6 +23,9 @@ demo: install
 demo-detect: install
 	$(BIN)/sora demo --task detect --out runs/demo-detect
 
+demo-watch: install
+	$(BIN)/sora demo --task watch --out runs/demo-watch
+
 test: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
@@ -36,7 +39,7 @@ format: install
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-# not part of `make test`: about an hour and a half on a 2-core CPU; each script rewrites its own
+# not part of `make test`: about an hour and three quarters on a 2-core CPU; each script rewrites its own
 # section of benchmarks/RESULTS.md
 bench: install
 	$(BIN)/python -m pip install -q -e '.[bench]'
@@ -50,7 +53,8 @@ bench: install
 	$(BIN)/python benchmarks/warm_start.py
 	$(BIN)/python benchmarks/track_actions.py
 	$(BIN)/python benchmarks/anomaly.py
-	$(BIN)/python benchmarks/intrusion.py
+	$(BIN)/python benchmarks/intrusion.py --detector
+	$(BIN)/python benchmarks/watch_stream.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,12 +1,15 @@
 """Anomaly detection on MotionShapes-Anomaly: Sora against two baselines, per anomaly type.
 
 * **Sora**: ``sora train`` on ``training/`` with the defaults (SoraAnomaly: multi-scale CNN,
-  ConvGRU over the cell grid, next-frame prediction error per cell), ``sora eval``'s code.
+  ConvGRU over the cell grid, next-frame prediction error per cell, and the persistence map:
+  what stays away from the normal background), ``sora eval``'s code; and **Sora, prediction
+  error only**: the same model scored with ``persist: 0``, to show what each map brings.
 * **frame difference**: per cell, the mean absolute difference of consecutive frames; and
   **flow magnitude**: per cell, the mean length of the block-matching flow
   (``sora.models.soranet.block_flow``). No learning.
 * **per-frame autoencoder**: the same network with ``temporal=none``, ``target=current``,
-  ``motion=false``: it rebuilds each frame from its own features, no time at all.
+  ``motion=false``, ``persist=0``: it rebuilds each frame from its own features, no time at
+  all.
 
 Every method gets the same causal treatment: each cell standardized with its mean and spread
 on the held-out end of the training videos, the maximum over cells, then the same smoothing
@@ -36,7 +39,13 @@ from sora.models.store import load_model
 from sora.tasks.anomaly import decode, normalize, stream
 from sora.tasks.train import train
 
-METHODS = ("Sora", "frame difference", "flow magnitude", "per-frame autoencoder")
+METHODS = (
+    "Sora",
+    "Sora, prediction error only",
+    "frame difference",
+    "flow magnitude",
+    "per-frame autoencoder",
+)
 
 
 def _smooth(x: np.ndarray, frames: float) -> np.ndarray:
@@ -105,15 +114,17 @@ def main() -> None:
             data,
             work,
             "per-frame autoencoder",
-            {"temporal": "none", "target": "current", "motion": False},
+            {"temporal": "none", "target": "current", "motion": False, "persist": 0.0},
             args.epochs,
         ),
     }
     config = load_model(runs["Sora"] / "model")[1]
     for name in METHODS:
         start = time.perf_counter()
-        if name in runs:
-            model, cfg, _ = load_model(runs[name] / "model")
+        if name in runs or name == "Sora, prediction error only":
+            model, cfg, _ = load_model(runs[name.split(",")[0]] / "model")
+            if name == "Sora, prediction error only":
+                model.cfg.persist = 0.0
             scores[name] = [
                 stream(model, decode(v.path, cfg), cfg)["score"].numpy() for v in videos
             ]

@@ -129,7 +129,12 @@ def run_mode(mode: str, video: str, model_dir: str) -> dict:
     }
 
 
-def plot(rows: list[dict], path: Path, title: str = "Memory while labelling a long video") -> None:
+def plot(
+    rows: list[dict],
+    path: Path,
+    title: str = "Memory while labelling a long video",
+    xlabel: str = "progress through the 10-minute video (%)",
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,7 +144,7 @@ def plot(rows: list[dict], path: Path, title: str = "Memory while labelling a lo
     for r in rows:
         t, m = zip(*r["rss"], strict=True)
         ax.plot([x / r["seconds"] * 100 for x in t], m, label=r["mode"])
-    ax.set_xlabel("progress through the 10-minute video (%)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("RSS (MB)")
     ax.set_ylim(bottom=0)
     ax.set_title(title)

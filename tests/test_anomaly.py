@@ -4,6 +4,8 @@ the public benchmarks, and train -> eval from the CLI."""
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,7 +102,7 @@ def test_streaming_equals_offline(kw):
         rest, _ = model.run(clip[:, 3:], mid)
     assert offline["cells"].shape == (2, 7, 2, 3) and offline["score"].shape == (2, 7)
     assert offline["pred"].shape == (2, 7, 3, 8, 12)
-    for key in ("cells", "score", "pred_error"):
+    for key in ("cells", "score", "pred_error", "persistence"):
         streamed = torch.stack([s[key] for s in steps], 1)
         torch.testing.assert_close(streamed, offline[key], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(
@@ -116,11 +118,15 @@ def test_calibration_and_scores():
     model.set_calibration(err)
     assert torch.allclose(model.calibration[0], err.mean(0))
     assert model.calibration[1, 0, 0] >= 0.1 * err.std(0).mean() - 1e-6
-    # the heat map is the calibrated error; the frame score its maximum, smoothed
+    # the heat map is the larger of the calibrated error and the calibrated persistence; the
+    # frame score its maximum, smoothed
+    model.set_calibration(err, torch.rand(50, 2, 3) + 1)
     clip = torch.randn(1, 5, 3, 32, 48)
     with torch.no_grad():
         out = model(clip)
-    z = (out["pred_error"] - model.calibration[0]) / model.calibration[1]
+    z_err = (out["pred_error"] - model.calibration[0]) / model.calibration[1]
+    z_stay = (out["persistence"] - model.persist_calibration[0]) / model.persist_calibration[1]
+    z = torch.maximum(z_err, z_stay)
     torch.testing.assert_close(out["cells"][:, 1:], z[:, 1:])
     model.cfg.smooth = 0
     with torch.no_grad():
@@ -128,6 +134,26 @@ def test_calibration_and_scores():
     torch.testing.assert_close(raw[:, 1:], z[:, 1:].flatten(2).amax(-1))
     with pytest.raises(ValueError, match=r"anomaly.size"):
         model(torch.zeros(1, 2, 3, 32, 40))
+
+
+def test_persistence_map_by_hand():
+    model = _model(persist=3.0)
+    model.set_background(torch.zeros(4, 3, 32, 48))
+    clip = torch.zeros(1, 6, 3, 32, 48)
+    clip[:, 2:, :, 0:16, 16:32] = 1.0  # something appears in cell (0, 1) at frame 2, stays
+    with torch.no_grad():
+        out = model(clip)
+    beta = 1 - math.exp(-1 / 3)
+    expected = [0, 0] + [1 - (1 - beta) ** k for k in range(1, 5)]  # the mean over 3 frames
+    torch.testing.assert_close(out["persistence"][0, :, 0, 1], torch.tensor(expected))
+    assert out["persistence"][0][:, [0, 0, 1, 1, 1], [0, 2, 0, 1, 2]].abs().max() == 0
+    # off: zeros, and the heat map is the prediction error alone
+    model.cfg.persist = 0
+    with torch.no_grad():
+        off = model(clip)
+    assert torch.all(off["persistence"] == 0)
+    z = (off["pred_error"] - model.calibration[0]) / model.calibration[1]
+    torch.testing.assert_close(off["cells"][:, 1:], z[:, 1:])
 
 
 def test_metrics_by_hand():
@@ -245,3 +271,50 @@ def test_cli_train_eval_and_errors(anomaly_data, tmp_path, capsys):
     assert main(["train", "--data", str(bad), "--out", str(tmp_path / "r2")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "training: no videos" in err
+
+
+def test_watch_demo_end_to_end(anomaly_data, tmp_path):
+    from sora.demo_watch import format_watch_summary, read_events, run_watch_demo
+    from sora.io.video import probe
+
+    tiny = [
+        "anomaly.size=[48,64]", "anomaly.clip_len=6", "detect.size=[48,64]", "detect.fpn_dim=8",
+        "detect.head_convs=1", "detect.clip_len=4", "model.widths=[8,8,16,16,16]",
+        "data.batch_size=2", "train.epochs=1", "train.early_stop_patience=0",
+    ]  # fmt: skip
+    result = run_watch_demo(
+        tmp_path / "demo", data=anomaly_data, videos=(2, 7), frames=40, overrides=tiny,
+        progress=False, log=lambda _: None,
+    )  # fmt: skip
+    run = tmp_path / "demo" / "run"
+    assert result["watched"] == str(anomaly_data / "testing" / "test_006.mp4")  # the last one
+    assert result["anomaly_epochs"] == 1 and result["detector_epochs"] == 1
+    assert 0 <= result["test_auc_micro"] <= 1 and 0 <= result["detector_test_map50"] <= 1
+    assert (run / "eval" / "anomaly.json").is_file()
+    assert (run / "detector" / "model" / "config.yaml").is_file()
+    assert (run / "detector" / "report.html").is_file()
+    det = json.loads((run / "detector" / "train_summary.json").read_text())
+    assert det["monitor"] == "val_map" and det["best_val_map"] is not None
+    watch = run / "watch"
+    assert (watch / "zones.yaml").read_text() == (anomaly_data / "zones.yaml").read_text()
+    assert probe(watch / "watched.mp4").num_frames == 40
+    summary = json.loads((watch / "summary.json").read_text())
+    assert summary["frames_processed"] == 40 and summary["frames_dropped"] == 0
+    events = read_events(watch / "events.jsonl")
+    assert len(events) == sum(result["events"].values())
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    page = Path(result["report"]).read_text()
+    assert "sora watch on test_006" in page and "frames processed" in page
+    assert page.count("data:image/jpeg") >= min(len(events), 1)
+    saved = json.loads((run / "summary.json").read_text())
+    assert saved["test_auc_micro"] == result["test_auc_micro"]
+    # --anomaly-threshold: every frame over it, so the alarm never clears: one alert; no frame
+    # over it: none
+    from sora.inference.watch import watch
+
+    video = anomaly_data / "testing" / "test_006.mp4"
+    low = watch(video, anomaly=run, anomaly_threshold=-1e9, max_frames=10)
+    high = watch(video, anomaly=run, anomaly_threshold=1e9, max_frames=10)
+    assert low["events"] == {"anomaly": 1} and low["anomaly_threshold"] == -1e9
+    assert high["events"] == {} and high["frames_processed"] == 10
+    assert "test frame AUC micro / macro" in format_watch_summary(result)

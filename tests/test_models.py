@@ -180,6 +180,9 @@ def test_config_yaml_round_trip_and_errors(tmp_path):
     assert (cfg.model.rnn, cfg.data.crop, cfg.train.lr) == ("lstm", [48, 48], 0.1)
     with pytest.raises(ConfigError, match="unknown key"):
         apply_overrides(cfg, ["model.nope=1"])
+    assert apply_overrides(cfg, ["detect.monitor=val_map"]).detect.monitor == "val_map"
+    with pytest.raises(ConfigError, match="detect.monitor must be one of val_map50, val_map"):
+        apply_overrides(cfg, ["detect.monitor=map"])
 
 
 def test_summary_counts_flops_per_clip_and_per_frame():

@@ -229,6 +229,7 @@ def cmd_train(args) -> int:
         name = {
             "val_acc": "val accuracy",
             "val_map50": "val mAP50",
+            "val_map": "val mAP@[.5:.95]",
             "val_psnr": "val prediction PSNR (dB)",
         }[key]
         if summary["task"] == "pretrain":
@@ -661,6 +662,7 @@ def cmd_watch(args) -> int:
         source,
         model=args.model,
         anomaly=args.anomaly,
+        anomaly_threshold=args.anomaly_threshold,
         zones=args.zones,
         events=args.events,
         save_video=args.save_video,
@@ -704,6 +706,17 @@ def cmd_demo(args) -> int:
             track=args.task == "track",
         )
         print(format_detect_summary(result))
+        return 0
+    if args.task == "watch":
+        from sora.demo_watch import format_watch_summary, run_watch_demo
+
+        result = run_watch_demo(
+            args.out or "runs/demo-watch",
+            data=args.data,
+            overrides=args.set,
+            progress=not args.quiet,
+        )
+        print(format_watch_summary(result))
         return 0
     result = run_demo(
         args.out or "runs/demo", data=args.data, overrides=args.set, progress=not args.quiet
@@ -921,6 +934,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("source", help="video file, frame folder, webcam index or rtsp/http URL")
     s.add_argument("--model", help="detection run (objects, tracks, zones)")
     s.add_argument("--anomaly", help="anomaly run (scene anomaly alerts)")
+    s.add_argument(
+        "--anomaly-threshold",
+        type=float,
+        help="frame score over which an anomaly alert fires (default: the run's, the highest "
+        "score on its held-out normal frames; sora eval's anomaly.json gives the one for 1 "
+        "false alarm per 10 minutes of test footage)",
+    )
     s.add_argument("--zones", help="zones/lines YAML or JSON (docs/watch.md)")
     s.add_argument("--events", help="JSON-lines events file, appended (snapshots beside it)")
     s.add_argument("--save-video", help="annotated video (MP4)")
@@ -983,20 +1003,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="MotionShapes -> train -> eval -> report -> predict")
     s.add_argument(
         "--task",
-        choices=["classify", "detect", "track"],
+        choices=["classify", "detect", "track", "watch"],
         default="classify",
         help="classify (default); detect: MotionShapes-Det -> SoraDet -> annotated video; "
-        "track: the same, then ByteTrack + TrackEval and a video with track ids",
+        "track: the same, then ByteTrack + TrackEval and a video with track ids; watch: "
+        "MotionShapes-Anomaly -> SoraAnomaly + SoraDet -> sora watch with zones -> events",
     )
     s.add_argument(
         "--out",
         help="demo folder; the run goes to OUT/run, or OUT/run-K if taken (default "
-        "runs/demo, runs/demo-detect or runs/demo-track)",
+        "runs/demo, runs/demo-detect, runs/demo-track or runs/demo-watch)",
     )
     s.add_argument(
         "--data",
-        help="dataset folder (default: OUT/../motionshapes, OUT/../motionshapes-det or, for "
-        "track, OUT/../motionshapes-det-actions)",
+        help="dataset folder (default: OUT/../motionshapes, OUT/../motionshapes-det, for "
+        "track OUT/../motionshapes-det-actions, for watch OUT/../motionshapes-anomaly)",
     )
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
     s.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -157,6 +157,9 @@ class DetectConfig:
     score_thresh, nms_iou, max_detections: post-processing of the per-frame detections.
     agnostic_nms: suppress overlapping boxes whatever their class (one box per object), rather
         than class by class.
+    monitor: the val metric that picks the best checkpoint and stops training early:
+        ``val_map50`` or ``val_map`` (COCO's mAP@[.5:.95]: keeps rising while the boxes get
+        tighter, when mAP50 has flattened, e.g. with classes that are rare in val).
     hflip: mirror training clips left-right with probability 0.5.
     frame_dropout: with this probability a training clip has 1-2 consecutive frames (never
         the first) replaced by the clip's per-pixel median, in which moving objects vanish
@@ -178,6 +181,7 @@ class DetectConfig:
     nms_iou: float = 0.6
     max_detections: int = 100
     agnostic_nms: bool = False
+    monitor: str = "val_map50"
     hflip: bool = True
     frame_dropout: float = 0.0
 
@@ -214,6 +218,10 @@ class AnomalyConfig:
         per-frame autoencoder baseline).
     motion: give the CNN the frame difference and block-matching flow with each frame.
     smooth: frames of causal exponential smoothing of the frame score (0: none).
+    persist: frames (time constant) over which each cell's difference from the scene's normal
+        background is averaged: the second heat map, of things that stay where normal objects
+        only pass (someone loitering or fallen, a crowd gathering). About the frames a normal
+        object takes to cross a cell (16 px at 1 px per frame). 0 turns it off.
     val_fraction: the last part of every training video held out to validate and to
         calibrate the scores.
     """
@@ -228,10 +236,12 @@ class AnomalyConfig:
     target: str = "next"
     motion: bool = True
     smooth: float = 4.0
+    persist: float = 15.0
     val_fraction: float = 0.15
 
 
 TASKS = ("classify", "detect", "pretrain", "anomaly")
+DETECT_MONITORS = ("val_map50", "val_map")
 
 
 @dataclass
@@ -252,6 +262,11 @@ class Config:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.detect.monitor not in DETECT_MONITORS:
+            raise ConfigError(
+                f"detect.monitor must be one of {', '.join(DETECT_MONITORS)}, "
+                f"got {self.detect.monitor!r}"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

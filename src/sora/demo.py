@@ -157,5 +157,10 @@ def format_summary(result: dict) -> str:
         ("total wall time (s)", f"{result['total_seconds']:.1f}"),
         ("report", result["report"]),
     ]
+    return format_rows(rows)
+
+
+def format_rows(rows: list[tuple[str, str]]) -> str:
+    """``(label, value)`` rows as two aligned columns: the demos' summaries."""
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

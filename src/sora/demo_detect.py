@@ -10,7 +10,7 @@ from pathlib import Path
 from sora.config import Config, apply_overrides, default_config
 from sora.data import synth_det
 from sora.data.tubes import classifier_settings
-from sora.demo import free_run_folder, timed
+from sora.demo import format_rows, free_run_folder, timed
 from sora.evaluation.detection import evaluate_detection
 from sora.evaluation.report import write_report
 from sora.inference.detector import Detector
@@ -114,6 +114,7 @@ def run_detect_demo(
         "test_map50_visible": metrics["visibility"]["visible"]["map_50"],
         "test_map50_occluded": metrics["visibility"]["occluded"]["map_50"],
         "best_val_map50": summary.get("best_val_map50"),
+        "best_val_map": summary.get("best_val_map"),
         "epochs": summary.get("epochs_run"),
         "frames_per_second": metrics["frames_per_second"],
         "operating_threshold": metrics["operating_threshold"],
@@ -194,7 +195,7 @@ def format_detect_summary(result: dict) -> str:
         ("test mAP@[.5:.95]", f"{result['test_map']:.3f}"),
         ("test mAP50, visible boxes", f"{result['test_map50_visible']:.3f}"),
         ("test mAP50, occluded boxes", f"{result['test_map50_occluded']:.3f}"),
-        ("best val mAP50", f"{result['best_val_map50']:.3f}"),
+        ("best val mAP50", _num(result["best_val_map50"])),
         *(
             [
                 ("test HOTA (ByteTrack, TrackEval)", f"{result['test_hota']:.3f}"),
@@ -222,5 +223,9 @@ def format_detect_summary(result: dict) -> str:
         ("report", result["report"]),
         ("annotated video", result["video"]),
     ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    return format_rows(rows)
+
+
+def _num(value: float | None) -> str:
+    """``value`` with 3 decimals, or ``n/a`` (e.g. a best val mAP50 not monitored)."""
+    return "n/a" if value is None else f"{value:.3f}"

@@ -26,7 +26,12 @@ Written in the anomaly layout (:mod:`sora.data.anomaly`)::
                                            train the detector ``sora watch`` tracks with:
                                            train = training + even testing videos, val and
                                            test = the odd testing videos, alternately
-    OUT/motionshapes_anomaly.json          generator version, seed, counts
+    OUT/zones.yaml                         zone and line rules for ``sora watch`` on the scene
+                                           (:data:`ZONES`): the lawn above the walkway, which
+                                           only the crowd's people enter, and a line across the
+                                           walkway that every walker crosses
+    OUT/motionshapes_anomaly.json          generator version, seed, counts (written last: a
+                                           folder with it complete is reused as it is)
 
 Everything is a pure function of ``(seed, split, index)``.
 """
@@ -49,9 +54,21 @@ from sora.io.video import write_video
 
 TYPES = ("running", "wrong_way", "loitering", "falling", "vehicle", "thrown", "crowd")
 CLASSES = ("person", "vehicle", "object")
-VERSION = 1
+VERSION = 2  # 2: the crowd's people are not drawn before they set off
 WIDTH, HEIGHT, FPS = 128, 96, 15.0
 INFO = "motionshapes_anomaly.json"
+#: ``OUT/zones.yaml``: the lawn above the walkway (pixels) and a line across the walkway
+ZONES = """\
+# sora watch rules for MotionShapes-Anomaly (docs/watch.md)
+debounce: 0.2
+zones:
+  - name: lawn
+    polygon: [[0, 0], [128, 0], [128, 27], [0, 27]]
+lines:
+  - name: crossing
+    start: [64, 20]
+    end: [64, 80]
+"""
 #: the lanes: feet height range and walking direction (+1 right, -1 left)
 LANES = (((38.0, 48.0), 1), ((62.0, 72.0), -1))
 WALK = (0.7, 1.3)
@@ -171,9 +188,9 @@ def _anomaly(rng, kind: str, n: int, start: int) -> list[_Agent]:
         t = np.clip(np.arange(n) - start, 0, None) * speed
         f = np.minimum(t / dist, 1.0)
         x, y = sx + (gx - sx) * f, sy + (gy - sy) * f
-        agents.append(
-            _Agent("person", _muted(rng), x, y, np.zeros(n), t * 0.5 * (f < 1), np.zeros(n, bool))
-        )
+        a = _Agent("person", _muted(rng), x, y, np.zeros(n), t * 0.5 * (f < 1), np.zeros(n, bool))
+        a.extra["visible"] = np.arange(n) >= start  # not standing at the frame's edge before
+        agents.append(a)
     return agents
 
 
@@ -190,9 +207,9 @@ def _ellipse(cx, cy, rx, ry, angle, about) -> list[tuple[float, float]]:
 def _draw(draw: ImageDraw.ImageDraw, a: _Agent, t: int) -> tuple[float, ...] | None:
     """Draw agent ``a`` at frame ``t``; returns its box ``(x1, y1, x2, y2)`` or ``None``."""
     x, y = float(a.x[t]), float(a.y[t])
+    if "visible" in a.extra and not a.extra["visible"][t]:
+        return None
     if a.kind == "object":
-        if not a.extra["visible"][t]:
-            return None
         draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=a.colour)
         box = (x - 2, y - 2, x + 2, y + 2)
     elif a.kind == "vehicle":
@@ -307,10 +324,16 @@ def generate(
 ) -> Path:
     """Write MotionShapes-Anomaly to ``out``: ``train`` normal videos, ``test`` testing videos
     (the anomaly types in turn), ``frames`` frames each. A folder made with other settings is
-    refused rather than mixed; the same call again rewrites the same files."""
+    refused rather than mixed. A finished folder made by the same call is reused as it is
+    (``zones.yaml`` is written when missing, never over a user's edits)."""
     out = Path(out)
     info = {"version": VERSION, "seed": seed, "frames": frames, "types": list(TYPES)}
     claim_folder(out, out / INFO, info, "MotionShapes-Anomaly")
+    complete = {**info, "videos": {"training": train, "testing": test}}
+    if (out / INFO).is_file() and json.loads((out / INFO).read_text()) == complete:
+        if not (out / "zones.yaml").exists():
+            atomic_write_text(out / "zones.yaml", ZONES)
+        return out
     (out / "training").mkdir(parents=True, exist_ok=True)
     (out / "testing").mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / INFO, json.dumps(info, indent=2))
@@ -327,9 +350,9 @@ def generate(
         _csv(objects, ["video", "frame", "id", "x1", "y1", "x2", "y2", "class"]),
     )
     _detect_layout(out, objects, frames)
-    atomic_write_text(
-        out / INFO, json.dumps({**info, "videos": {"training": train, "testing": test}}, indent=2)
-    )
+    if not (out / "zones.yaml").exists():
+        atomic_write_text(out / "zones.yaml", ZONES)
+    atomic_write_text(out / INFO, json.dumps(complete, indent=2))
     return out
 
 

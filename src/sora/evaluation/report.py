@@ -79,18 +79,21 @@ def embed_png(path: Path, alt: str) -> str:
     return _img(path, alt)
 
 
-def _cards(cards: list[tuple[str, str]]) -> str:
+def cards(items: list[tuple[str, str]]) -> str:
+    """A row of ``(label, value)`` cards, the value large."""
     return (
         "<div class='cards'>"
         + "".join(
             f"<div class='card'><b>{html.escape(v)}</b><span>{html.escape(k)}</span></div>"
-            for k, v in cards
+            for k, v in items
         )
         + "</div>"
     )
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def table(header: list[str], rows: list[list]) -> str:
+    """An HTML table; floats with 3 decimals, everything escaped."""
+
     def cell(v):
         return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
 
@@ -107,7 +110,7 @@ def _detection_sections(run: Path, ev: dict, summary: dict, rows: list[dict]) ->
     """Cards, curves, PR curves, AP per class, visibility and per-sequence tables, and the
     hardest frames of a detection run."""
     vis = ev["visibility"]
-    cards = [
+    items = [
         ("test mAP50", f"{ev['map_50']:.3f}"),
         ("test mAP@[.5:.95]", f"{ev['map']:.3f}"),
         ("mAP50, visible boxes", f"{vis['visible']['map_50']:.3f}"),
@@ -117,11 +120,13 @@ def _detection_sections(run: Path, ev: dict, summary: dict, rows: list[dict]) ->
         ("test frames", str(ev["num_frames"])),
     ]
     if summary.get("best_val_map50") is not None:
-        cards.append(("best val mAP50", f"{summary['best_val_map50']:.3f}"))
-    cards.append(("train time", f"{summary.get('train_seconds', 0):.0f} s"))
+        items.append(("best val mAP50", f"{summary['best_val_map50']:.3f}"))
+    if summary.get("best_val_map") is not None:
+        items.append(("best val mAP@[.5:.95]", f"{summary['best_val_map']:.3f}"))
+    items.append(("train time", f"{summary.get('train_seconds', 0):.0f} s"))
     e = run / "eval"
     parts = [
-        _cards(cards),
+        cards(items),
         "<h2>Training curves</h2><div class='grid'>"
         + _img(run / "plots" / "loss.png", "loss curves")
         + _img(run / "plots" / "accuracy.png", "validation mAP50")
@@ -132,7 +137,7 @@ def _detection_sections(run: Path, ev: dict, summary: dict, rows: list[dict]) ->
         + _img(e / "ap_per_class.png", "AP per class")
         + "</div>",
         "<h3>COCO metrics</h3>"
-        + _table(
+        + table(
             ["boxes", "mAP@[.5:.95]", "mAP50", "mAP75", "small", "medium", "large", "mAR@100"],
             [
                 [
@@ -156,12 +161,12 @@ def _detection_sections(run: Path, ev: dict, summary: dict, rows: list[dict]) ->
         + "<p>Visible: visibility &ge; 0.5; occluded: below (behind something, flickered out, "
         "off the edge). In each, the other boxes are ignored regions. -1: no such boxes.</p>",
         "<h3>Per class</h3>"
-        + _table(
+        + table(
             ["class", "AP@[.5:.95]", "AP50", "recall@0.5"],
             [[k, v["ap"], v["ap50"], v["recall50"]] for k, v in ev["per_class"].items()],
         ),
         "<h3>Per sequence</h3>"
-        + _table(
+        + table(
             ["sequence", "mAP50", "frames", "boxes", "occluded boxes"],
             [
                 [k, v["map_50"], v["frames"], v["boxes"], v["occluded_boxes"]]
@@ -181,7 +186,7 @@ def _detection_sections(run: Path, ev: dict, summary: dict, rows: list[dict]) ->
     if rows:
         parts.append(
             "<h2>Per epoch</h2>"
-            + _table(list(rows[0]), [[float(v) for v in r.values()] for r in rows])
+            + table(list(rows[0]), [[float(v) for v in r.values()] for r in rows])
         )
     return parts
 
@@ -196,14 +201,14 @@ def _tracking_section(e: Path, tr: dict) -> str:
         a = tr["actions"]
         actions = (
             "<h3>Per-track actions</h3>"
-            + _cards(
+            + cards(
                 [
                     ("per-track action accuracy", f"{a['track_accuracy']:.3f}"),
                     ("box + id + action, per frame", f"{a['frame_accuracy']:.3f}"),
                     ("objects tracked", f"{a['tracks_matched']} of {a['objects']}"),
                 ]
             )
-            + _table(
+            + table(
                 ["true \\ predicted", *a["classes"]],
                 [[c, *row] for c, row in zip(a["classes"], a["confusion"], strict=True)],
             )
@@ -211,7 +216,7 @@ def _tracking_section(e: Path, tr: dict) -> str:
     return (
         f"<h2>Tracking ({html.escape(tr['tracker'])}, {html.escape(tr['split'])} split, "
         f"{tr['num_sequences']} sequences; TrackEval)</h2>"
-        + _cards(
+        + cards(
             [
                 ("HOTA", f"{tr['HOTA']:.3f}"),
                 ("MOTA", f"{tr['MOTA']:.3f}"),
@@ -220,13 +225,13 @@ def _tracking_section(e: Path, tr: dict) -> str:
                 ("score thresholds", f"{tr['high_threshold']:.2f} / {tr['conf']:.2f}"),
             ]
         )
-        + _table(
+        + table(
             ["classes", *keys],
             [["all", *(tr[k] for k in keys)]]
             + [[c, *(m[k] for k in keys)] for c, m in tr["per_class"].items()],
         )
         + "<h3>Per sequence</h3>"
-        + _table(
+        + table(
             ["sequence", *keys],
             [
                 [name, *(m[k] for k in keys)]
@@ -244,22 +249,22 @@ def _anomaly_sections(run: Path, summary: dict) -> list[str]:
     e = run / "eval"
     path = e / "anomaly.json"
     m = json.loads(path.read_text()) if path.is_file() else None
-    cards = [
+    items = [
         ("epochs", str(summary.get("epochs_run"))),
         ("train time", f"{summary.get('train_seconds', 0):.0f} s"),
     ]
     if m:
         rate = m["detection_rate_at_1_false_alarm_per_10_min"]
-        cards = [
+        items = [
             ("frame AUC (micro)", f"{m['auc_micro']:.3f}"),
             ("frame AUC (macro)", f"{m['auc_macro']:.3f}" if m["auc_macro"] is not None else "n/a"),
             ("EER", f"{m['eer']:.3f}"),
             ("events found at 1 false alarm / 10 min", "n/a" if rate is None else f"{rate:.2f}"),
             ("test videos", str(m["num_videos"])),
-            *cards,
+            *items,
         ]
     parts = [
-        _cards(cards),
+        cards(items),
         "<h2>Training curves</h2><div class='grid'>"
         + _img(run / "plots" / "loss.png", "loss curves")
         + _img(run / "plots" / "accuracy.png", "prediction PSNR")
@@ -276,14 +281,14 @@ def _anomaly_sections(run: Path, summary: dict) -> list[str]:
     if m["per_type"]:
         parts.append(
             "<h2>Per anomaly type</h2>"
-            + _table(
+            + table(
                 ["type", "AUC", "frames"],
                 [[k, v["auc"], v["frames"]] for k, v in m["per_type"].items()],
             )
         )
     parts.append(
         "<h2>Per video</h2>"
-        + _table(
+        + table(
             ["video", "AUC", "frames", "anomalous"],
             [[k, v["auc"], v["frames"], v["anomalous"]] for k, v in m["per_video"].items()],
         )
@@ -295,9 +300,9 @@ def _classification_sections(run: Path, ev: dict | None, summary: dict, rows: li
     """Cards, curves, confusion matrix, per-class table and mistakes of a classification run."""
     plot_dir = run / "plots"
     parts: list[str] = []
-    cards = []
+    items = []
     if ev:
-        cards += [
+        items += [
             ("test accuracy", f"{ev['accuracy']:.3f}"),
             ("top-5", f"{ev['top5']:.3f}"),
             ("macro recall", f"{ev['macro_recall']:.3f}"),
@@ -306,12 +311,12 @@ def _classification_sections(run: Path, ev: dict | None, summary: dict, rows: li
         ]
     if summary:
         if summary.get("best_val_acc") is not None:
-            cards.append(("best val accuracy", f"{summary['best_val_acc']:.3f}"))
-        cards += [
+            items.append(("best val accuracy", f"{summary['best_val_acc']:.3f}"))
+        items += [
             ("epochs", str(summary.get("epochs_run"))),
             ("train time", f"{summary.get('train_seconds', 0):.0f} s"),
         ]
-    parts.append(_cards(cards))
+    parts.append(cards(items))
     parts.append(
         "<h2>Training curves</h2><div class='grid'>"
         + _img(plot_dir / "loss.png", "loss curves")

@@ -166,6 +166,7 @@ def watch(
     *,
     model=None,
     anomaly=None,
+    anomaly_threshold: float | None = None,
     zones: str | Path | None = None,
     events: str | Path | None = None,
     save_video: str | Path | None = None,
@@ -179,7 +180,8 @@ def watch(
     device: str | None = None,
 ) -> dict:
     """Watch ``source`` (file, frame folder, webcam index, RTSP/HTTP URL) and return a
-    summary. ``model``: a detection run (needed for ``zones``); ``anomaly``: an anomaly run.
+    summary. ``model``: a detection run (needed for ``zones``); ``anomaly``: an anomaly run,
+    alerting over ``anomaly_threshold`` (default: the run's).
     ``realtime`` (default: on for live sources): drop frames when behind. Events go to
     ``events`` (JSON lines; snapshots in ``<events>_snapshots/``), to ``on_event`` and to
     ``webhook``.
@@ -196,6 +198,8 @@ def watch(
 
         vt = VideoTracker(model, tracker, device=device)
     scorer = AnomalyScorer(anomaly, device=device) if anomaly is not None else None
+    if scorer is not None and anomaly_threshold is not None:
+        scorer.threshold = float(anomaly_threshold)
     fps = vt.detector.config.detect.fps if vt is not None else None
     reader = VideoReader(source, fps=fps)
     live = reader.live

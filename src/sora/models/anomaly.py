@@ -13,16 +13,25 @@ P = 4 the pixel stride of the predicted frame, D = ``anomaly.dim``)::
               frame (its P x P average), as this frame plus a predicted change; or, with
               ``target: current``, this frame rebuilt from the feature alone (autoencoder)
 
-The score of a cell is the squared error of the prediction made one frame earlier, averaged
-over the cell and standardized with its mean and spread on held-out normal frames: what moves
-as nobody moved in training (running, walking against the flow, a thrown object, a vehicle)
-is not predicted. ``cells`` ``(B, T, h, w)`` is that heat map; ``score`` ``(B, T)`` its maximum
-over cells, smoothed causally over ``smooth`` frames. The first frame of a stream scores 0
-(there is nothing to compare it with yet).
+Two heat maps, each standardized per cell with its mean and spread on held-out normal frames:
+
+* **prediction error**: the squared error of the prediction made one frame earlier, averaged
+  over the cell. What moves as nobody moved in training (running, walking against the flow,
+  a thrown object, a vehicle) is not predicted.
+* **persistence** (``persist`` > 0): each cell's mean absolute difference from the scene's
+  normal background (``background`` ``(3, H/P, W/P)``, the per-pixel median of the normal
+  training frames), averaged causally over ``persist`` frames. Normal objects pass a cell;
+  what stays (someone loitering or fallen, a crowd gathering) is predicted well, frame to
+  frame, but stays on this map.
+
+``cells`` ``(B, T, h, w)`` is their per-cell maximum; ``score`` ``(B, T)`` the maximum over
+cells, smoothed causally over ``smooth`` frames. The first frame of a stream scores 0 (there
+is nothing to compare it with yet).
 
 Streaming: ``state = model.init_state(B)``, then ``out, state = model.step(frame, state)``; the
-state holds the previous frame, the recurrent map, the last prediction and the smoothed
-score, so its size is constant and ``step`` equals the offline forward frame by frame (tested).
+state holds the previous frame, the recurrent map, the last prediction, the persistence map
+and the smoothed score, so its size is constant and ``step`` equals the offline forward
+frame by frame (tested).
 """
 
 from __future__ import annotations
@@ -87,6 +96,12 @@ class SoraAnomaly(RunStreaming, nn.Module):
         h, w = self.grid
         # per cell: mean and spread of the prediction error on normal frames
         self.register_buffer("calibration", torch.stack([torch.zeros(h, w), torch.ones(h, w)]))
+        # the normal background at stride P, and the persistence map's mean and spread
+        size = (cfg.size[0] // PIXEL_STRIDE, cfg.size[1] // PIXEL_STRIDE)
+        self.register_buffer("background", torch.zeros(3, *size))
+        self.register_buffer(
+            "persist_calibration", torch.stack([torch.zeros(h, w), torch.ones(h, w)])
+        )
         # the frame score the val (normal) frames reached: the default alert threshold
         self.register_buffer("threshold", torch.tensor(float("inf")))
 
@@ -123,6 +138,12 @@ class SoraAnomaly(RunStreaming, nn.Module):
             return small + self.decoder(torch.cat([up, small, small - self.small(prev)], 1))
         return self.decoder(up)
 
+    def occupancy(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames ``(N, 3, H, W)`` -> mean absolute difference from the background per cell
+        ``(N, h, w)``."""
+        diff = (self.small(frames) - self.background).abs().mean(1, keepdim=True)
+        return F.adaptive_avg_pool2d(diff, self.grid)[:, 0]
+
     def cell_error(self, pred: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
         """Squared error of ``pred`` against ``frame`` ``(N, 3, H, W)``, per cell ``(N, h, w)``."""
         err = (pred - self.small(frame)).pow(2).mean(1, keepdim=True)
@@ -132,14 +153,16 @@ class SoraAnomaly(RunStreaming, nn.Module):
     def init_state(self, batch: int = 1, device=None) -> State:
         """An empty state; the first step fills it."""
         device = device or self.threshold.device
-        return {k: torch.zeros(0, device=device) for k in ("prev", "h", "pred", "ema", "seen")}
+        keys = ("prev", "h", "pred", "occ", "ema", "seen")
+        return {k: torch.zeros(0, device=device) for k in keys}
 
     def run(self, clip: torch.Tensor, state: State | None = None) -> tuple[Outputs, State]:
         """``(B, T, 3, H, W)`` from ``state`` -> outputs with a ``T`` axis and the new state.
 
         Outputs: ``pred`` ``(B, T, 3, H/P, W/P)`` (training target: see ``target``),
-        ``pred_error`` ``(B, T, h, w)`` raw, ``cells`` ``(B, T, h, w)`` the calibrated heat
-        map, ``score`` ``(B, T)`` the smoothed frame score.
+        ``pred_error`` and ``persistence`` ``(B, T, h, w)`` raw (the latter zeros with
+        ``persist: 0``), ``cells`` ``(B, T, h, w)`` the calibrated heat map, ``score``
+        ``(B, T)`` the smoothed frame score.
         """
         self._check(clip, 5, "clip")
         b, t = clip.shape[:2]
@@ -166,6 +189,20 @@ class SoraAnomaly(RunStreaming, nn.Module):
             judged = pred
         err = self.cell_error(judged.flatten(0, 1), clip.flatten(0, 1)).view(b, t, *self.grid)
         cells = (err - self.calibration[0]) / self.calibration[1]
+        occ = state["occ"]
+        if self.cfg.persist > 0:
+            occupancy = self.occupancy(clip.flatten(0, 1)).view(b, t, *self.grid)
+            beta = 1 - math.exp(-1 / self.cfg.persist)
+            occ = occupancy[:, 0] if first else occ
+            maps = []
+            for i in range(t):
+                occ = occ + beta * (occupancy[:, i] - occ)
+                maps.append(occ)
+            persistence = torch.stack(maps, 1)
+            stays = (persistence - self.persist_calibration[0]) / self.persist_calibration[1]
+            cells = torch.maximum(cells, stays)
+        else:
+            persistence = torch.zeros_like(err)
         seen = torch.zeros(b, device=clip.device) if first else state["seen"]
         steps = seen[:, None] + torch.arange(t, device=clip.device)  # frames seen before each
         cells = cells * (steps > 0)[..., None, None]
@@ -176,11 +213,18 @@ class SoraAnomaly(RunStreaming, nn.Module):
         for i in range(t):
             ema = torch.where(steps[:, i] > 0, ema + alpha * (raw[:, i] - ema), raw[:, i])
             scores.append(ema)
-        out = {"pred": pred, "pred_error": err, "cells": cells, "score": torch.stack(scores, 1)}
+        out = {
+            "pred": pred,
+            "pred_error": err,
+            "persistence": persistence,
+            "cells": cells,
+            "score": torch.stack(scores, 1),
+        }
         new = {
             "prev": clip[:, -1],
             "h": h,
             "pred": pred[:, -1],
+            "occ": occ,
             "ema": ema,
             "seen": seen + t,
         }
@@ -188,13 +232,22 @@ class SoraAnomaly(RunStreaming, nn.Module):
 
     # -- calibration on normal frames ----------------------------------------------------------
     @torch.no_grad()
-    def set_calibration(self, err: torch.Tensor) -> None:
-        """Per-cell mean and spread of the prediction error ``(N, h, w)`` on normal frames; a
-        spread is at least a tenth of the mean spread over cells (cells where nothing ever
-        moves would otherwise turn sensor noise into alarms)."""
-        mu = err.mean(0)
-        sd = err.std(0) if err.shape[0] > 1 else torch.ones_like(mu)
-        self.calibration.copy_(torch.stack([mu, sd.clamp_min(0.1 * float(sd.mean()) + 1e-8)]))
+    def set_background(self, frames: torch.Tensor) -> None:
+        """The normal background: the per-pixel median of normal frames ``(N, 3, H, W)``
+        (normalized), at stride P. Objects that pass do not survive the median."""
+        self.background.copy_(self.small(frames).median(0).values)
+
+    @torch.no_grad()
+    def set_calibration(self, err: torch.Tensor, persistence: torch.Tensor | None = None) -> None:
+        """Per-cell mean and spread of the prediction error and of the persistence map
+        ``(N, h, w)`` on normal frames; a spread is at least a tenth of the mean spread over
+        cells (cells where nothing ever moves would otherwise turn sensor noise into alarms)."""
+        for buffer, x in ((self.calibration, err), (self.persist_calibration, persistence)):
+            if x is None:
+                continue
+            mu = x.mean(0)
+            sd = x.std(0) if x.shape[0] > 1 else torch.ones_like(mu)
+            buffer.copy_(torch.stack([mu, sd.clamp_min(0.1 * float(sd.mean()) + 1e-8)]))
 
     @torch.no_grad()
     def set_threshold(self, scores: torch.Tensor) -> None:

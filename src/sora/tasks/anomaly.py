@@ -9,9 +9,10 @@ Objective: the mean squared error of the predicted next frame (or the reconstruc
 ``target: current``) at a quarter of the resolution; ``val_psnr`` (higher is better, from the
 val MSE in normalized units) picks the best epoch.
 
-After the fit (:func:`fit_normality`), the best model streams the val part of every video
-(its state warmed up on the end of the training part) to calibrate the score of each cell
-and to set the alert threshold; both are saved with the weights.
+After the fit (:func:`fit_normality`), the scene's background is the per-pixel median of
+the training frames, and the best model streams the val part of every video (its state
+warmed up on the end of the training part) to calibrate both heat maps of each cell and to
+set the alert threshold; all are saved with the weights.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from sora.models.anomaly import SoraAnomaly
 from sora.tasks.classification import adamw_warmup_cosine
 
 CLASSES = ["anomaly"]
+
+
+#: training frames (evenly spread) whose per-pixel median is the normal background
+BACKGROUND_FRAMES = 512
 
 
 def normalize(video: torch.Tensor, config: Config) -> torch.Tensor:
@@ -177,7 +182,19 @@ def fit_normality(model: SoraAnomaly, dm: AnomalyDataModule, config: Config) -> 
             out.append({k: v[len(warm) :] for k, v in o.items()})
         return out
 
-    model.set_calibration(torch.cat([o["pred_error"] for o in val_outputs()]))
+    # the background: the median of up to BACKGROUND_FRAMES training frames, evenly spread
+    device = model.threshold.device
+    ends = torch.tensor([len(f) for f in dm.train_parts]).cumsum(0)
+    pick = torch.linspace(0, int(ends[-1]) - 1, min(int(ends[-1]), BACKGROUND_FRAMES)).long()
+    part = torch.searchsorted(ends, pick, right=True)
+    starts = torch.cat([torch.zeros(1, dtype=torch.long), ends[:-1]])
+    pairs = zip(part.tolist(), pick.tolist(), strict=True)
+    chosen = [dm.train_parts[p][i - starts[p]] for p, i in pairs]
+    model.set_background(normalize(torch.stack(chosen).to(device), config))
+    first = val_outputs()
+    model.set_calibration(
+        torch.cat([o["pred_error"] for o in first]), torch.cat([o["persistence"] for o in first])
+    )
     model.set_threshold(torch.cat([o["score"] for o in val_outputs()]))
     return {
         "calibration_frames": sum(len(f) for f in dm.val_parts),

@@ -39,7 +39,8 @@ from sora.io.files import atomic_write_bytes, atomic_write_text
 from sora.models.store import save_model
 from sora.tasks.classification import VideoClassifier, VideoDataModule, class_weights
 
-#: What each task's best checkpoint and early stopping watch (higher is better).
+#: What each task's best checkpoint and early stopping watch (higher is better); a detection
+#: run watches ``detect.monitor``.
 MONITOR = {
     "classify": "val_acc",
     "detect": "val_map50",
@@ -374,7 +375,7 @@ def train(
 
     history = MetricsHistory(out / "metrics.csv")
     t = config.train
-    monitor = MONITOR[config.task]
+    monitor = config.detect.monitor if config.task == "detect" else MONITOR[config.task]
     ckpt_best = ModelCheckpoint(
         dirpath=out / "checkpoints",
         filename="best",
