@@ -53,6 +53,7 @@ bench: install
 	$(BIN)/python benchmarks/warm_start.py
 	$(BIN)/python benchmarks/track_actions.py
 	$(BIN)/python benchmarks/anomaly.py
+	$(BIN)/python benchmarks/anomaly_alerts.py
 	$(BIN)/python benchmarks/intrusion.py --detector
 	$(BIN)/python benchmarks/watch_stream.py
 

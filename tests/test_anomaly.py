@@ -308,13 +308,26 @@ def test_watch_demo_end_to_end(anomaly_data, tmp_path):
     assert page.count("data:image/jpeg") >= min(len(events), 1)
     saved = json.loads((run / "summary.json").read_text())
     assert saved["test_auc_micro"] == result["test_auc_micro"]
-    # --anomaly-threshold: every frame over it, so the alarm never clears: one alert; no frame
-    # over it: none
+    # --anomaly-threshold: every frame over it, so the alarm never clears: one alert, once the
+    # score has stayed over it for --anomaly-hold (0.5 s: the frame at 8/15 s, the first at
+    # or after it at 15 fps); none when no frame is over it
     from sora.inference.watch import watch
 
     video = anomaly_data / "testing" / "test_006.mp4"
-    low = watch(video, anomaly=run, anomaly_threshold=-1e9, max_frames=10)
-    high = watch(video, anomaly=run, anomaly_threshold=1e9, max_frames=10)
+    got: list = []
+    low = watch(video, anomaly=run, anomaly_threshold=-1e9, max_frames=12, on_event=got.append)
     assert low["events"] == {"anomaly": 1} and low["anomaly_threshold"] == -1e9
+    assert got[0]["time"] == pytest.approx(8 / 15, abs=1e-3)
+    got.clear()
+    watch(
+        video,
+        anomaly=run,
+        anomaly_threshold=-1e9,
+        anomaly_hold=0,
+        max_frames=3,
+        on_event=got.append,
+    )
+    assert [e["time"] for e in got] == [0.0]
+    high = watch(video, anomaly=run, anomaly_threshold=1e9, max_frames=10)
     assert high["events"] == {} and high["frames_processed"] == 10
     assert "test frame AUC micro / macro" in format_watch_summary(result)

@@ -200,6 +200,19 @@ def test_webhook_posts_and_never_blocks(tmp_path):
         Webhook("ftp://x")
 
 
+def test_anomaly_alarm_holds_then_clears():
+    from sora.inference.watch import AnomalyAlarm
+
+    alarm = AnomalyAlarm(threshold=1.0, hold=0.3, clear=0.5)
+    fps = 10.0
+    # a one-frame spike, then 0.4 s over, 0.3 s under (not clear), over again, 0.6 s under,
+    # over again: fires at 0.3 s into the long run, and again only after the full clear
+    scores = [0, 2, 0, 0] + [2] * 4 + [0] * 3 + [2] * 2 + [0] * 6 + [2] * 5
+    fired = [i for i, s in enumerate(scores) if alarm.update(i / fps, s)]
+    assert fired == [7, 22]
+    assert alarm.on
+
+
 def test_grabber_drops_only_when_asked():
     frames = [SimpleNamespace(time=k / 100, image=None) for k in range(50)]
     slow = Grabber(iter(frames), latest=True, pace=False)

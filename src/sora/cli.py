@@ -663,6 +663,7 @@ def cmd_watch(args) -> int:
         model=args.model,
         anomaly=args.anomaly,
         anomaly_threshold=args.anomaly_threshold,
+        anomaly_hold=args.anomaly_hold,
         zones=args.zones,
         events=args.events,
         save_video=args.save_video,
@@ -940,6 +941,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="frame score over which an anomaly alert fires (default: the run's, the highest "
         "score on its held-out normal frames; sora eval's anomaly.json gives the one for 1 "
         "false alarm per 10 minutes of test footage)",
+    )
+    s.add_argument(
+        "--anomaly-hold",
+        type=float,
+        default=0.5,
+        help="seconds the anomaly score must stay over the threshold before the alert fires "
+        "(default 0.5)",
     )
     s.add_argument("--zones", help="zones/lines YAML or JSON (docs/watch.md)")
     s.add_argument("--events", help="JSON-lines events file, appended (snapshots beside it)")

@@ -154,15 +154,14 @@ def watch_section(folder: Path) -> str:
     events = read_events(folder / "events.jsonl")
     fl = s["latency_frame_s"]
     al = s["latency_alert_s"]
-    ms = lambda v: "n/a" if v is None else f"{1000 * v:.0f} ms"  # noqa: E731
     parts = [
         cards(
             [
                 ("frames processed", str(s["frames_processed"])),
                 ("frames per second", f"{s['frames_per_second']:.0f}"),
                 ("frames dropped", str(s["frames_dropped"])),
-                ("frame latency median / p95", f"{ms(fl['median'])} / {ms(fl['p95'])}"),
-                ("alert latency median / p95", f"{ms(al['median'])} / {ms(al['p95'])}"),
+                ("frame latency median / p95", f"{_ms(fl['median'])} / {_ms(fl['p95'])}"),
+                ("alert latency median / p95", f"{_ms(al['median'])} / {_ms(al['p95'])}"),
                 ("events", str(len(events))),
             ]
         )
@@ -200,6 +199,10 @@ def watch_section(folder: Path) -> str:
         if shots:
             parts.append("<p>Snapshots (the box of each event):</p>" + "".join(shots))
     return "\n".join(parts)
+
+
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{1000 * seconds:.0f} ms"
 
 
 def _frames_at(path: Path, times: list[float], count: int) -> list:
@@ -243,7 +246,6 @@ def _figure(data: bytes, caption: str, width: int) -> str:
 
 
 def format_watch_summary(result: dict) -> str:
-    ms = lambda v: "n/a" if v is None else f"{1000 * v:.0f} ms"  # noqa: E731
     events = ", ".join(f"{k} {v}" for k, v in sorted(result["events"].items())) or "none"
     rows = [
         (
@@ -260,7 +262,7 @@ def format_watch_summary(result: dict) -> str:
         ("watch frames/s", f"{result['watch_frames_per_second']:.0f}"),
         (
             "frame latency median / p95",
-            f"{ms(result['watch_latency_median_s'])} / {ms(result['watch_latency_p95_s'])}",
+            f"{_ms(result['watch_latency_median_s'])} / {_ms(result['watch_latency_p95_s'])}",
         ),
         ("events", events),
         ("data generation / cache (s)", f"{result['data_seconds']:.1f}"),

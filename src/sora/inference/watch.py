@@ -36,6 +36,9 @@ from sora.io.video import Frame, VideoReader, reconnecting
 
 #: seconds the anomaly score must stay under the threshold before a new anomaly alert can fire
 ANOMALY_CLEAR = 1.0
+#: seconds the anomaly score must stay over the threshold before the alert fires (default of
+#: ``anomaly_hold``): single spikes do not alert
+ANOMALY_HOLD = 0.5
 
 
 class Grabber:
@@ -107,6 +110,34 @@ class Grabber:
         self._stop.set()
 
 
+class AnomalyAlarm:
+    """When a stream of frame scores raises an anomaly alert: ``update(t, score)`` (stream
+    time in seconds) returns True on the frame the alert fires. It fires once the score has
+    stayed over ``threshold`` for ``hold`` seconds, and can fire again only after the score
+    has stayed at or under it for ``clear`` seconds; ``on`` says whether the alarm is on."""
+
+    def __init__(self, threshold: float, hold: float = 0.5, clear: float = 1.0):
+        self.threshold, self.hold, self.clear = threshold, hold, clear
+        self.on = False
+        self.over_since: float | None = None
+        self.calm_since: float | None = None
+
+    def update(self, t: float, score: float) -> bool:
+        if score > self.threshold:
+            self.calm_since = None
+            self.over_since = t if self.over_since is None else self.over_since
+            if not self.on and t - self.over_since >= self.hold - 1e-9:
+                self.on = True
+                return True
+            return False
+        self.over_since = None
+        if self.on:
+            self.calm_since = t if self.calm_since is None else self.calm_since
+            if t - self.calm_since >= self.clear - 1e-9:
+                self.on = False
+        return False
+
+
 class AnomalyScorer:
     """A SoraAnomaly run streamed one frame at a time: ``step(image)`` with an ``(H, W, 3)``
     uint8 frame -> (smoothed score, heat map ``(h, w)``)."""
@@ -167,6 +198,7 @@ def watch(
     model=None,
     anomaly=None,
     anomaly_threshold: float | None = None,
+    anomaly_hold: float = ANOMALY_HOLD,
     zones: str | Path | None = None,
     events: str | Path | None = None,
     save_video: str | Path | None = None,
@@ -181,7 +213,8 @@ def watch(
 ) -> dict:
     """Watch ``source`` (file, frame folder, webcam index, RTSP/HTTP URL) and return a
     summary. ``model``: a detection run (needed for ``zones``); ``anomaly``: an anomaly run,
-    alerting over ``anomaly_threshold`` (default: the run's).
+    alerting when its score has stayed over ``anomaly_threshold`` (default: the run's) for
+    ``anomaly_hold`` seconds.
     ``realtime`` (default: on for live sources): drop frames when behind. Events go to
     ``events`` (JSON lines; snapshots in ``<events>_snapshots/``), to ``on_event`` and to
     ``webhook``.
@@ -219,7 +252,10 @@ def watch(
     frame_latency: deque = deque(maxlen=100_000)
     alert_latency: deque = deque(maxlen=100_000)
     scores: deque = deque(maxlen=100_000)
-    processed, alarm, calm_since = 0, False, None
+    processed = 0
+    alarm = (
+        AnomalyAlarm(scorer.threshold, anomaly_hold, ANOMALY_CLEAR) if scorer is not None else None
+    )
     start = time.perf_counter()
     grab_times: deque = deque()  # of the frames in the pipeline, oldest first
 
@@ -266,32 +302,25 @@ def watch(
             if scorer is not None:
                 score, heat = scorer.step(image)
                 scores.append(score)
-                if score > scorer.threshold:
-                    calm_since = None
-                    if not alarm:
-                        alarm = True
-                        gy, gx = np.unravel_index(int(np.argmax(heat)), heat.shape)
-                        ch, cw = h / heat.shape[0], w / heat.shape[1]
-                        new_events.append(
-                            {
-                                "time": round(float(fr.time), 3),
-                                "zone": None,
-                                "rule": "anomaly",
-                                "track": None,
-                                "class": None,
-                                "score": round(score, 3),
-                                "box": [
-                                    round(gx * cw, 1),
-                                    round(gy * ch, 1),
-                                    round((gx + 1) * cw, 1),
-                                    round((gy + 1) * ch, 1),
-                                ],
-                            }
-                        )
-                elif alarm:
-                    calm_since = fr.time if calm_since is None else calm_since
-                    if fr.time - calm_since >= ANOMALY_CLEAR:
-                        alarm = False
+                if alarm.update(fr.time, score):
+                    gy, gx = np.unravel_index(int(np.argmax(heat)), heat.shape)
+                    ch, cw = h / heat.shape[0], w / heat.shape[1]
+                    new_events.append(
+                        {
+                            "time": round(float(fr.time), 3),
+                            "zone": None,
+                            "rule": "anomaly",
+                            "track": None,
+                            "class": None,
+                            "score": round(score, 3),
+                            "box": [
+                                round(gx * cw, 1),
+                                round(gy * ch, 1),
+                                round((gx + 1) * cw, 1),
+                                round((gy + 1) * ch, 1),
+                            ],
+                        }
+                    )
             for ev in new_events:
                 ev = {"source": str(source), "wall": now().isoformat(timespec="milliseconds"), **ev}
                 ev["snapshot"] = None
@@ -314,7 +343,8 @@ def watch(
 
                     annotator = Annotator(vt.classes if vt else [])
                     writer = VideoWriter(save_video, meta_fps)
-                writer.write(_draw(annotator, image, ft, monitor, heat, scorer, alarm))
+                on = alarm is not None and alarm.on
+                writer.write(_draw(annotator, image, ft, monitor, heat, scorer, on))
             processed += 1
             frame_latency.append(time.perf_counter() - grabbed)
             if max_frames is not None and processed >= max_frames:
