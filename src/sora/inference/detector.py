@@ -38,6 +38,17 @@ class FrameDetections:
     image: np.ndarray | None = None
 
 
+def prepare_frames(
+    frames: torch.Tensor, size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
+    """uint8 ``(N, 3, h, w)`` at any size -> float ``(N, 3, H, W)`` at ``size`` (bilinear,
+    antialiased), normalized with ``mean`` / ``std`` ``(1, 3, 1, 1)``."""
+    x = frames.float() / 255
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+    return (x - mean) / std
+
+
 class Detector:
     """Load a detection run (or saved-model folder) once; detect in many sources."""
 
@@ -64,13 +75,8 @@ class Detector:
 
     def prepare(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 ``(N, 3, h, w)`` at any size -> normalized float ``(N, 3, H, W)`` at the
-        model's size (bilinear, antialiased)."""
-        x = frames.to(self.device).float() / 255
-        if tuple(x.shape[-2:]) != self.size:
-            x = F.interpolate(
-                x, size=self.size, mode="bilinear", antialias=True, align_corners=False
-            )
-        return (x - self.mean) / self.std
+        model's size (:func:`prepare_frames`)."""
+        return prepare_frames(frames.to(self.device), self.size, self.mean, self.std)
 
     @torch.no_grad()
     def stream(

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sora.errors import CheckpointError
+from sora.inference.detector import prepare_frames
 from sora.io.files import atomic_write_bytes
 from sora.io.video import Frame, VideoReader, reconnecting
 
@@ -163,12 +163,9 @@ class AnomalyScorer:
 
     @torch.no_grad()
     def step(self, image: np.ndarray) -> tuple[float, np.ndarray]:
-        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float() / 255
-        if tuple(x.shape[-2:]) != self.size:
-            x = F.interpolate(
-                x, size=self.size, mode="bilinear", antialias=True, align_corners=False
-            )
-        out, self.state = self.model.step((x - self.mean) / self.std, self.state)
+        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None]
+        x = prepare_frames(x, self.size, self.mean, self.std)
+        out, self.state = self.model.step(x, self.state)
         return float(out["score"][0]), out["cells"][0].cpu().numpy()
 
 
