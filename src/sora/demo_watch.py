@@ -32,7 +32,8 @@ from sora.io.files import atomic_write_text
 from sora.tasks.train import train
 
 #: the testing video watched: the crowd one (people cross the lawn zone and the line, and
-#: gather: an anomaly); an odd testing video, which the detector does not train on
+#: gather: an anomaly); an odd testing video, which the detector does not train on (it is in
+#: the detector's val split)
 WATCH_VIDEO = "test_013"
 #: events shown in the report (snapshots), and annotated frames picked at event times
 SHOWN_EVENTS, SHOWN_FRAMES = 24, 4
