@@ -34,6 +34,7 @@ from sora.config import default_config
 from sora.data.anomaly import fit_labels, read_anomaly_split
 from sora.data.synth_anomaly import generate
 from sora.evaluation.anomaly import anomaly_metrics
+from sora.models.anomaly import ema_over_time, smoothing_rate
 from sora.models.soranet import block_flow
 from sora.models.store import load_model
 from sora.tasks.anomaly import decode, normalize, stream
@@ -46,15 +47,6 @@ METHODS = (
     "flow magnitude",
     "per-frame autoencoder",
 )
-
-
-def _smooth(x: np.ndarray, frames: float) -> np.ndarray:
-    alpha = 1.0 if frames <= 1 else 1 - math.exp(-1 / frames)
-    y, e = np.empty_like(x), 0.0
-    for i, v in enumerate(x):
-        e = v if i == 0 else e + alpha * (v - e)
-        y[i] = e
-    return y
 
 
 def _cells(frames: torch.Tensor, config, kind: str) -> torch.Tensor:
@@ -82,7 +74,8 @@ def _baseline_scores(data: Path, config, kind: str, videos) -> list[np.ndarray]:
     for v in videos:
         z = (_cells(decode(v.path, config), config, kind) - mu) / sd
         z[0] = 0
-        out.append(_smooth(z.flatten(1).amax(1).numpy(), config.anomaly.smooth))
+        raw = z.flatten(1).amax(1)[None]  # the model's own smoothing, from the first frame
+        out.append(ema_over_time(raw, smoothing_rate(config.anomaly.smooth), raw[:, 0])[0].numpy())
     return out
 
 

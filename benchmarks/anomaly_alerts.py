@@ -4,9 +4,10 @@ events alerted and false alerts per minute, for a few thresholds and hold times.
 Reads ``RUN/eval/anomaly_scores.csv`` (``sora eval RUN --data DIR`` writes it; default: the
 Sora run of ``benchmarks/anomaly.py``) and ``RUN/eval/anomaly.json``, and feeds each video's
 scores through ``sora.inference.watch.AnomalyAlarm``, the object ``sora watch`` uses. An
-event (a video's run of anomalous frames) is alerted when an alert fires inside it; an alert
-on a normal frame is false. Thresholds: the run's (the highest score on its held-out normal
-frames), ``sora eval``'s for 1 false alarm per 10 minutes, and two between.
+event (a run of anomalous frames, as ``sora eval`` counts them) is alerted when an alert
+fires inside it; an alert on a normal frame is false. Thresholds: the run's (the highest
+score on its held-out normal frames), ``sora eval``'s for 1 false alarm per 10 minutes, and
+two between.
 
     python benchmarks/anomaly_alerts.py [--run runs/bench-anomaly/Sora]
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from common import machine, write_section
 
+from sora.evaluation.anomaly import runs
 from sora.inference.watch import ANOMALY_CLEAR, AnomalyAlarm
 
 HOLDS = (0.0, 0.5, 1.0)
@@ -35,10 +37,9 @@ def replay(videos: dict, fps: float, threshold: float, hold: float) -> dict:
         fired = [i for i, s in enumerate(scores) if alarm.update(i / fps, s)]
         normal += int((labels == 0).sum())
         false += sum(labels[i] == 0 for i in fired)
-        idx = np.flatnonzero(labels)
-        if len(idx):
+        for a, b in runs(labels > 0):
             events += 1
-            hit += any(idx[0] <= i <= idx[-1] for i in fired)
+            hit += any(a <= i < b for i in fired)
     return {"hit": hit, "events": events, "false": false, "per_min": false / (normal / fps / 60)}
 
 

@@ -162,17 +162,14 @@ def rows(label: str, stats: dict) -> list[str]:
 
 
 def trained_detector(data: Path, run: Path, epochs: int) -> Path:
-    """SoraDet trained on ``DATA/detect`` (the default detect config, every epoch) into
-    ``run``, once."""
+    """SoraDet trained on ``DATA/detect`` into ``run`` once, with the config of
+    ``sora demo --task watch`` (``scene_detector_config``)."""
     if (run / "model").is_dir():
         return run
-    from sora.config import default_config
+    from sora.demo_watch import scene_detector_config
     from sora.tasks.train import train
 
-    config = default_config("detect")
-    config.train.epochs = epochs
-    config.detect.monitor = "val_map"  # see run_watch_demo: val mAP50 is flat here
-    train(config, data / "detect", run, progress=False)
+    train(scene_detector_config(epochs), data / "detect", run, progress=False)
     return run
 
 

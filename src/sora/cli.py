@@ -202,17 +202,16 @@ def cmd_train(args) -> int:
         args.config = str(Path(args.out) / "config.yaml")
     require_data(args.data)
     task = args.task
-    if task is None:
+    if task is None:  # --set task=..., else the layout of --data
         asked = [o.split("=", 1)[1].strip() for o in args.set or [] if o.startswith("task=")]
-        task = (
-            asked[-1]
-            if asked
-            else "anomaly"
-            if is_anomaly_root(args.data)
-            else "detect"
-            if is_mot_root(args.data)
-            else "classify"
-        )
+        if asked:
+            task = asked[-1]
+        elif is_anomaly_root(args.data):
+            task = "anomaly"
+        elif is_mot_root(args.data):
+            task = "detect"
+        else:
+            task = "classify"
     config = _config(args, task=task)
     if task == "pretrain" and config.task != "pretrain":
         raise ValueError("sora pretrain: the config's task must be pretrain")
@@ -645,6 +644,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_watch(args) -> int:
+    from sora.inference.watch import ms_text as ms
     from sora.inference.watch import watch
 
     source = int(args.source) if args.source.isdigit() else args.source
@@ -674,10 +674,6 @@ def cmd_watch(args) -> int:
         on_event=None if args.quiet else show,
     )
     fl, al = s["latency_frame_s"], s["latency_alert_s"]
-
-    def ms(v):
-        return "n/a" if v is None else f"{1000 * v:.0f} ms"
-
     events = ", ".join(f"{k} {v}" for k, v in sorted(s["events"].items())) or "none"
     print(
         f"watched {s['frames_processed']} frames in {s['seconds']:.1f} s "
@@ -729,13 +725,19 @@ def cmd_demo(args) -> int:
 SET_HELP = "override one config value, e.g. train.lr=1e-3 (repeatable)"
 
 
-def _tracker_options(s: argparse.ArgumentParser) -> None:
-    """The options ``track`` and ``eval --task track`` share."""
-    from sora.inference.tracking import LOW_FRACTION, NMS_IOU, TRACKERS
+def _tracker_argument(s: argparse.ArgumentParser) -> None:
+    from sora.inference.tracking import TRACKERS
 
     s.add_argument(
         "--tracker", choices=TRACKERS, default="bytetrack", help="association (default bytetrack)"
     )
+
+
+def _tracker_options(s: argparse.ArgumentParser) -> None:
+    """The options ``track`` and ``eval --task track`` share."""
+    from sora.inference.tracking import LOW_FRACTION, NMS_IOU
+
+    _tracker_argument(s)
     s.add_argument(
         "--high",
         type=float,
@@ -952,11 +954,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--zones", help="zones/lines YAML or JSON (docs/watch.md)")
     s.add_argument("--events", help="JSON-lines events file, appended (snapshots beside it)")
     s.add_argument("--save-video", help="annotated video (MP4)")
-    s.add_argument(
-        "--tracker",
-        default="bytetrack",
-        help="bytetrack, ocsort, botsort or sort (default bytetrack)",
-    )
+    _tracker_argument(s)
     s.add_argument(
         "--realtime",
         action="store_true",

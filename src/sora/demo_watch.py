@@ -21,13 +21,13 @@ import shutil
 import time
 from pathlib import Path
 
-from sora.config import apply_overrides, default_config
+from sora.config import Config, apply_overrides, default_config
 from sora.data import synth_anomaly
 from sora.demo import format_rows, free_run_folder, timed
 from sora.evaluation.anomaly import evaluate_anomaly
 from sora.evaluation.detection import evaluate_detection
 from sora.evaluation.report import write_report
-from sora.inference.watch import watch
+from sora.inference.watch import ms_text, watch
 from sora.io.files import atomic_write_text
 from sora.tasks.train import train
 
@@ -37,6 +37,16 @@ from sora.tasks.train import train
 WATCH_VIDEO = "test_013"
 #: events shown in the report (snapshots), and annotated frames picked at event times
 SHOWN_EVENTS, SHOWN_FRAMES = 24, 4
+
+
+def scene_detector_config(epochs: int) -> Config:
+    """The detection defaults for MotionShapes-Anomaly's ``detect/`` layout, ``epochs`` long:
+    the val split's mAP50 (mostly people; one thrown ball, no vehicle) is flat from the first
+    epoch while the boxes still get tighter, so mAP@[.5:.95] picks the checkpoint."""
+    config = default_config("detect")
+    config.train.epochs = epochs
+    config.detect.monitor = "val_map"
+    return config
 
 
 def run_watch_demo(
@@ -79,12 +89,7 @@ def run_watch_demo(
     with timed(timings, "anomaly_train_seconds"):
         anomaly_summary = train(config, data, run, progress=progress)
 
-    det_config = default_config("detect")
-    det_config.train.epochs = detector_epochs
-    # the val split's mAP50 (mostly people; one thrown ball, no vehicle) is flat from the
-    # first epoch while the boxes still get tighter: mAP@[.5:.95] picks the checkpoint
-    det_config.detect.monitor = "val_map"
-    det_config = apply_overrides(det_config, overrides or [])
+    det_config = apply_overrides(scene_detector_config(detector_epochs), overrides or [])
     detector = run / "detector"
     log(
         f"[3/6] training SoraDet on {data / 'detect'} ({det_config.train.epochs} epochs) -> {detector}"
@@ -161,8 +166,8 @@ def watch_section(folder: Path) -> str:
                 ("frames processed", str(s["frames_processed"])),
                 ("frames per second", f"{s['frames_per_second']:.0f}"),
                 ("frames dropped", str(s["frames_dropped"])),
-                ("frame latency median / p95", f"{_ms(fl['median'])} / {_ms(fl['p95'])}"),
-                ("alert latency median / p95", f"{_ms(al['median'])} / {_ms(al['p95'])}"),
+                ("frame latency median / p95", f"{ms_text(fl['median'])} / {ms_text(fl['p95'])}"),
+                ("alert latency median / p95", f"{ms_text(al['median'])} / {ms_text(al['p95'])}"),
                 ("events", str(len(events))),
             ]
         )
@@ -200,10 +205,6 @@ def watch_section(folder: Path) -> str:
         if shots:
             parts.append("<p>Snapshots (the box of each event):</p>" + "".join(shots))
     return "\n".join(parts)
-
-
-def _ms(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{1000 * seconds:.0f} ms"
 
 
 def _frames_at(path: Path, times: list[float], count: int) -> list:
@@ -263,7 +264,7 @@ def format_watch_summary(result: dict) -> str:
         ("watch frames/s", f"{result['watch_frames_per_second']:.0f}"),
         (
             "frame latency median / p95",
-            f"{_ms(result['watch_latency_median_s'])} / {_ms(result['watch_latency_p95_s'])}",
+            f"{ms_text(result['watch_latency_median_s'])} / {ms_text(result['watch_latency_p95_s'])}",
         ),
         ("events", events),
         ("data generation / cache (s)", f"{result['data_seconds']:.1f}"),

@@ -80,35 +80,35 @@ def read_label_file(path: Path) -> np.ndarray:
     return np.asarray(values, dtype=np.uint8)
 
 
-def _read_labels_csv(path: Path) -> dict[str, dict[int, int]]:
-    out: dict[str, dict[int, int]] = defaultdict(dict)
+def _csv_rows(path: Path):
+    """``(line number, row)`` of a CSV file, without empty lines and the ``video,...`` header."""
     with path.open(newline="") as f:
         for i, row in enumerate(csv.reader(f), 1):
-            if not row or (i == 1 and row[0].strip().lower() == "video"):
-                continue
-            try:
-                video, frame, label = row[0].strip(), int(row[1]), int(row[2])
-            except (IndexError, ValueError):
-                raise DatasetError(f"line {i}: expected video,frame,label", path) from None
-            if label not in (0, 1) or frame < 1:
-                raise DatasetError(f"line {i}: frame must be >= 1 and label 0 or 1", path)
-            out[video][frame] = label
+            if row and not (i == 1 and row[0].strip().lower() == "video"):
+                yield i, row
+
+
+def _read_labels_csv(path: Path) -> dict[str, dict[int, int]]:
+    out: dict[str, dict[int, int]] = defaultdict(dict)
+    for i, row in _csv_rows(path):
+        try:
+            video, frame, label = row[0].strip(), int(row[1]), int(row[2])
+        except (IndexError, ValueError):
+            raise DatasetError(f"line {i}: expected video,frame,label", path) from None
+        if label not in (0, 1) or frame < 1:
+            raise DatasetError(f"line {i}: frame must be >= 1 and label 0 or 1", path)
+        out[video][frame] = label
     return out
 
 
 def _read_boxes(path: Path) -> dict[str, list[tuple[int, tuple[float, ...], str]]]:
     out: dict[str, list] = defaultdict(list)
-    with path.open(newline="") as f:
-        for i, row in enumerate(csv.reader(f), 1):
-            if not row or (i == 1 and row[0].strip().lower() == "video"):
-                continue
-            try:
-                box = tuple(float(v) for v in row[2:6])
-                out[row[0].strip()].append((int(row[1]), box, row[6].strip()))
-            except (IndexError, ValueError):
-                raise DatasetError(
-                    f"line {i}: expected video,frame,x1,y1,x2,y2,type", path
-                ) from None
+    for i, row in _csv_rows(path):
+        try:
+            box = tuple(float(v) for v in row[2:6])
+            out[row[0].strip()].append((int(row[1]), box, row[6].strip()))
+        except (IndexError, ValueError):
+            raise DatasetError(f"line {i}: expected video,frame,x1,y1,x2,y2,type", path) from None
     return out
 
 

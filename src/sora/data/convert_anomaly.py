@@ -27,26 +27,16 @@ frames are re-encoded as PNG (lossless). ``DIR`` must be new or empty: nothing i
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from sora.errors import DatasetError
-from sora.io.files import atomic_write_text
+from sora.io.files import atomic_write_text, link_or_copy
 
 FORMATS = ("ped1", "ped2", "avenue", "shanghaitech")
-
-
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def _labels(path: Path, values) -> None:
@@ -66,7 +56,7 @@ def _copy_frames(src: Path, dst: Path) -> int:
             dst.mkdir(parents=True, exist_ok=True)
             Image.open(f).convert("RGB").save(dst / f"{f.stem}.png")
         else:
-            _link(f, dst / f.name)
+            link_or_copy(f, dst / f.name)
     return len(frames)
 
 
@@ -125,7 +115,7 @@ def _convert_avenue(src: Path, out: Path) -> tuple[int, int]:
     if masks is None:
         raise DatasetError("no ground_truth_demo/testing_label_mask/ folder", src)
     for v in train:
-        _link(v, out / "training" / v.name)
+        link_or_copy(v, out / "training" / v.name)
     for v in test:
         mat = masks / f"{int(v.stem)}_label.mat"
         if not mat.is_file():
@@ -134,7 +124,7 @@ def _convert_avenue(src: Path, out: Path) -> tuple[int, int]:
             vol = loadmat(mat)["volLabel"]
         except (KeyError, ValueError, OSError) as err:
             raise DatasetError(f"not a volLabel .mat file ({err})", mat) from None
-        _link(v, out / "testing" / v.name)
+        link_or_copy(v, out / "testing" / v.name)
         _labels(out / "testing" / f"{v.stem}.txt", [np.asarray(m).any() for m in vol.ravel()])
     return len(train), len(test)
 
@@ -143,7 +133,7 @@ def _convert_shanghaitech(src: Path, out: Path) -> tuple[int, int]:
     train = sorted((src / "training" / "videos").glob("*.avi"))
     test = sorted(p for p in (src / "testing" / "frames").iterdir() if p.is_dir())
     for v in train:
-        _link(v, out / "training" / v.name)
+        link_or_copy(v, out / "training" / v.name)
     for v in test:
         mask = src / "testing" / "test_frame_mask" / f"{v.name}.npy"
         if not mask.is_file():

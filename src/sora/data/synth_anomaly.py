@@ -49,7 +49,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from sora.data.synth import claim_folder, run_jobs
-from sora.io.files import atomic_write_text
+from sora.io.files import atomic_write_text, link_or_copy
 from sora.io.video import write_video
 
 TYPES = ("running", "wrong_way", "loitering", "falling", "vehicle", "thrown", "crowd")
@@ -358,8 +358,6 @@ def generate(
 
 def _detect_layout(out: Path, objects: list, frames: int) -> None:
     """``OUT/detect/``: every video as a MOT sequence (see the module docstring)."""
-    import os
-
     rows: dict[str, list[str]] = {}
     for name, f, i, x1, y1, x2, y2, c in objects:
         rows.setdefault(name, []).append(
@@ -377,10 +375,7 @@ def _detect_layout(out: Path, objects: list, frames: int) -> None:
         (seq / "gt").mkdir(parents=True, exist_ok=True)
         target = seq / video.name
         if not target.exists():
-            try:
-                os.link(video, target)
-            except OSError:
-                target.write_bytes(video.read_bytes())
+            link_or_copy(video, target)
         atomic_write_text(seq / "gt" / "labels.txt", "\n".join(CLASSES) + "\n")
         atomic_write_text(
             seq / "seqinfo.ini",

@@ -74,6 +74,17 @@ def write_report(run: str | Path, extra_sections: list[tuple[str, str]] | None =
     return path
 
 
+def _curves(run: Path, metric: str) -> str:
+    """The training-curves section: ``plots/loss.png`` beside ``plots/accuracy.png``
+    (``metric`` names what the latter shows)."""
+    return (
+        "<h2>Training curves</h2><div class='grid'>"
+        + _img(run / "plots" / "loss.png", "loss curves")
+        + _img(run / "plots" / "accuracy.png", metric)
+        + "</div>"
+    )
+
+
 def embed_png(path: Path, alt: str) -> str:
     """An ``<img>`` with the PNG inlined, for ``extra_sections``."""
     return _img(path, alt)
@@ -127,10 +138,7 @@ def _detection_sections(run: Path, ev: dict, summary: dict, rows: list[dict]) ->
     e = run / "eval"
     parts = [
         cards(items),
-        "<h2>Training curves</h2><div class='grid'>"
-        + _img(run / "plots" / "loss.png", "loss curves")
-        + _img(run / "plots" / "accuracy.png", "validation mAP50")
-        + "</div>",
+        _curves(run, "validation mAP50"),
         f"<h2>Evaluation ({html.escape(ev['split'])} split, {ev['num_sequences']} sequences, "
         "each streamed whole)</h2><div class='grid'>"
         + _img(e / "pr_curves.png", "precision-recall curves")
@@ -265,10 +273,7 @@ def _anomaly_sections(run: Path, summary: dict) -> list[str]:
         ]
     parts = [
         cards(items),
-        "<h2>Training curves</h2><div class='grid'>"
-        + _img(run / "plots" / "loss.png", "loss curves")
-        + _img(run / "plots" / "accuracy.png", "prediction PSNR")
-        + "</div>",
+        _curves(run, "prediction PSNR"),
     ]
     if not m:
         return [*parts, "<p>No evaluation yet: run <code>sora eval RUN --data DIR</code>.</p>"]
@@ -298,7 +303,6 @@ def _anomaly_sections(run: Path, summary: dict) -> list[str]:
 
 def _classification_sections(run: Path, ev: dict | None, summary: dict, rows: list[dict]) -> list:
     """Cards, curves, confusion matrix, per-class table and mistakes of a classification run."""
-    plot_dir = run / "plots"
     parts: list[str] = []
     items = []
     if ev:
@@ -317,12 +321,7 @@ def _classification_sections(run: Path, ev: dict | None, summary: dict, rows: li
             ("train time", f"{summary.get('train_seconds', 0):.0f} s"),
         ]
     parts.append(cards(items))
-    parts.append(
-        "<h2>Training curves</h2><div class='grid'>"
-        + _img(plot_dir / "loss.png", "loss curves")
-        + _img(plot_dir / "accuracy.png", "accuracy curves")
-        + "</div>"
-    )
+    parts.append(_curves(run, "accuracy curves"))
     if ev:
         parts.append(
             f"<h2>Evaluation ({html.escape(ev.get('split', 'test'))} split, "

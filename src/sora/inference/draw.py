@@ -41,7 +41,8 @@ class Annotator:
         """The integer enlargement for frames ``height`` pixels high."""
         return max(1, math.ceil(self.min_height / height))
 
-    def _canvas(self, image: np.ndarray) -> tuple[np.ndarray, int]:
+    def canvas(self, image: np.ndarray) -> tuple[np.ndarray, int]:
+        """A copy of ``image`` enlarged by ``k`` (:meth:`scale_for`) to draw on, and ``k``."""
         k = self.scale_for(image.shape[0])
         canvas = np.ascontiguousarray(image.repeat(k, 0).repeat(k, 1)) if k > 1 else image.copy()
         return canvas, k
@@ -58,7 +59,7 @@ class Annotator:
         """Tracked boxes with ``#id class score`` (then ``notes[i]``, e.g. the action) and
         trails. Call once
         per frame, in order: the trails remember the previous frames."""
-        canvas, k = self._canvas(image)
+        canvas, k = self.canvas(image)
         det = sv.Detections(
             xyxy=np.asarray(boxes, np.float32).reshape(-1, 4) * k,
             confidence=np.asarray(scores, np.float32),
@@ -92,7 +93,7 @@ class Annotator:
     def draw(
         self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray
     ) -> np.ndarray:
-        canvas, k = self._canvas(image)
+        canvas, k = self.canvas(image)
         if len(boxes) == 0:
             return canvas
         det = sv.Detections(

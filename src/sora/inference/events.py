@@ -27,6 +27,21 @@ from sora.errors import SoraError
 log = logging.getLogger("sora")
 
 
+def put_dropping_oldest(slot: queue.Queue, item) -> list:
+    """Put ``item`` in the bounded queue ``slot`` without waiting: while it is full, the
+    oldest item is taken out. Returns the items dropped to make room."""
+    dropped = []
+    while True:
+        try:
+            slot.put_nowait(item)
+            return dropped
+        except queue.Full:
+            try:
+                dropped.append(slot.get_nowait())
+            except queue.Empty:
+                pass
+
+
 class EventLog:
     """Append-only events file (see the module docstring). ``path`` ``None``: events are
     numbered but not written."""
@@ -86,16 +101,7 @@ class Webhook:
         self._thread.start()
 
     def post(self, event: dict) -> None:
-        while True:
-            try:
-                self.queue.put_nowait(event)
-                return
-            except queue.Full:
-                try:
-                    self.queue.get_nowait()
-                    self.dropped += 1
-                except queue.Empty:
-                    pass
+        self.dropped += len(put_dropping_oldest(self.queue, event))
 
     def _send(self, event: dict) -> bool:
         body = json.dumps(event).encode()

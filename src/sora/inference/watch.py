@@ -31,6 +31,7 @@ import torch
 
 from sora.errors import CheckpointError
 from sora.inference.detector import prepare_frames
+from sora.inference.events import put_dropping_oldest
 from sora.io.files import atomic_write_bytes
 from sora.io.video import Frame, VideoReader, reconnecting
 
@@ -67,17 +68,8 @@ class Grabber:
                 except queue.Full:
                     continue
             return
-        while True:
-            try:
-                self.slot.put_nowait(item)
-                return
-            except queue.Full:
-                try:
-                    old = self.slot.get_nowait()
-                    if old is not None:
-                        self.dropped += 1
-                except queue.Empty:
-                    pass
+        # a gap marker ``(None, t)`` pushed out is not a dropped frame
+        self.dropped += sum(fr is not None for fr, _ in put_dropping_oldest(self.slot, item))
 
     def _run(self) -> None:
         start, t0 = time.perf_counter(), None
@@ -182,6 +174,11 @@ def _snapshot(image: np.ndarray, box, label: str) -> bytes:
     return buffer.getvalue()
 
 
+def ms_text(seconds: float | None) -> str:
+    """A latency for people: ``"12 ms"``, or ``"n/a"`` when there was none."""
+    return "n/a" if seconds is None else f"{1000 * seconds:.0f} ms"
+
+
 def _quantiles(values) -> dict:
     v = sorted(values)
     if not v:
@@ -227,9 +224,11 @@ def watch(
         from sora.inference.tracking import VideoTracker
 
         vt = VideoTracker(model, tracker, device=device)
-    scorer = AnomalyScorer(anomaly, device=device) if anomaly is not None else None
-    if scorer is not None and anomaly_threshold is not None:
-        scorer.threshold = float(anomaly_threshold)
+    scorer = alarm = None
+    if anomaly is not None:
+        scorer = AnomalyScorer(anomaly, device=device)
+        threshold = scorer.threshold if anomaly_threshold is None else float(anomaly_threshold)
+        alarm = AnomalyAlarm(threshold, anomaly_hold, ANOMALY_CLEAR)
     fps = vt.detector.config.detect.fps if vt is not None else None
     reader = VideoReader(source, fps=fps)
     live = reader.live
@@ -248,11 +247,8 @@ def watch(
     counts: Counter = Counter()
     frame_latency: deque = deque(maxlen=100_000)
     alert_latency: deque = deque(maxlen=100_000)
-    scores: deque = deque(maxlen=100_000)
+    score_max = None
     processed = 0
-    alarm = (
-        AnomalyAlarm(scorer.threshold, anomaly_hold, ANOMALY_CLEAR) if scorer is not None else None
-    )
     start = time.perf_counter()
     grab_times: deque = deque()  # of the frames in the pipeline, oldest first
 
@@ -298,7 +294,7 @@ def watch(
             heat = None
             if scorer is not None:
                 score, heat = scorer.step(image)
-                scores.append(score)
+                score_max = score if score_max is None else max(score_max, score)
                 if alarm.update(fr.time, score):
                     gy, gx = np.unravel_index(int(np.argmax(heat)), heat.shape)
                     ch, cw = h / heat.shape[0], w / heat.shape[1]
@@ -340,8 +336,7 @@ def watch(
 
                     annotator = Annotator(vt.classes if vt else [])
                     writer = VideoWriter(save_video, meta_fps)
-                on = alarm is not None and alarm.on
-                writer.write(_draw(annotator, image, ft, monitor, heat, scorer, on))
+                writer.write(_draw(annotator, image, ft, monitor, heat, alarm))
             processed += 1
             frame_latency.append(time.perf_counter() - grabbed)
             if max_frames is not None and processed >= max_frames:
@@ -369,19 +364,20 @@ def watch(
         "latency_alert_s": _quantiles(alert_latency),
         "events": dict(counts),
         "next_event_id": log.next_id,
-        "anomaly_threshold": None if scorer is None else scorer.threshold,
-        "anomaly_score_max": max(scores) if scores else None,
+        "anomaly_threshold": None if alarm is None else alarm.threshold,
+        "anomaly_score_max": score_max,
         "webhook": None
         if hook is None
         else {"sent": hook.sent, "failed": hook.failed, "dropped": hook.dropped},
     }
 
 
-def _draw(annotator, image, ft, monitor, heat, scorer, alarm) -> np.ndarray:
-    """The frame with tracks, zones and lines, and the anomaly heat map and score."""
+def _draw(annotator, image, ft, monitor, heat, alarm) -> np.ndarray:
+    """The frame with tracks, zones and lines, and the anomaly heat map (in units of the
+    alarm's threshold) with a red border while the alarm is on."""
     import cv2
 
-    canvas = annotator.draw_frame_tracks(ft) if ft is not None else annotator._canvas(image)[0]
+    canvas = annotator.draw_frame_tracks(ft) if ft is not None else annotator.canvas(image)[0]
     if canvas.shape[:2] != image.shape[:2]:
         s = canvas.shape[0] / image.shape[0]
     else:
@@ -397,14 +393,14 @@ def _draw(annotator, image, ft, monitor, heat, scorer, alarm) -> np.ndarray:
             cv2.line(canvas, a, b, (0, 220, 255), 1)
     if heat is not None:
         hmap = cv2.resize(
-            np.clip(heat / max(scorer.threshold, 1e-6), 0, 1).astype(np.float32),
+            np.clip(heat / max(alarm.threshold, 1e-6), 0, 1).astype(np.float32),
             (canvas.shape[1], canvas.shape[0]),
             interpolation=cv2.INTER_LINEAR,
         )
         red = canvas.astype(np.float32)
         red[..., 0] = red[..., 0] * (1 - 0.5 * hmap) + 255 * 0.5 * hmap
         canvas = red.astype(np.uint8)
-        if alarm:
+        if alarm.on:
             cv2.rectangle(
                 canvas, (0, 0), (canvas.shape[1] - 1, canvas.shape[0] - 1), (255, 0, 0), 3
             )

@@ -180,7 +180,10 @@ class ZoneMonitor:
         self.fired: dict[tuple[str, str, int], float] = {}  # (zone, rule, track) -> time
         self.last_seen: dict[int, float] = {}
 
-    def _fire(self, events, t, zone, rule, track, cls, score, box) -> None:
+    def _fire(self, events, t, zone, rule, det, k: int, cls: str) -> None:
+        """Append the event of ``rule`` for detection ``k`` of ``det`` unless its track fired
+        the same rule of ``zone`` less than the cooldown ago."""
+        track = int(det.tracker_id[k])
         key = (zone, rule, track)
         if t - self.fired.get(key, -np.inf) < self.rules.cooldown:
             return
@@ -190,10 +193,10 @@ class ZoneMonitor:
                 "time": round(float(t), 3),
                 "zone": zone,
                 "rule": rule,
-                "track": int(track),
+                "track": track,
                 "class": cls,
-                "score": round(float(score), 3),
-                "box": [round(float(v), 1) for v in box],
+                "score": round(float(det.confidence[k]), 3),
+                "box": [round(float(v), 1) for v in det.xyxy[k]],
             }
         )
 
@@ -230,27 +233,9 @@ class ZoneMonitor:
                         if s["inside"]:
                             s["entered"] = t - debounce
                             if zone.enter and on:
-                                self._fire(
-                                    events,
-                                    t,
-                                    zone.name,
-                                    "enter",
-                                    track,
-                                    names[k],
-                                    det.confidence[k],
-                                    det.xyxy[k],
-                                )
+                                self._fire(events, t, zone.name, "enter", det, k, names[k])
                         elif zone.exit and on:
-                            self._fire(
-                                events,
-                                t,
-                                zone.name,
-                                "exit",
-                                track,
-                                names[k],
-                                det.confidence[k],
-                                det.xyxy[k],
-                            )
+                            self._fire(events, t, zone.name, "exit", det, k, names[k])
                 else:
                     s["since"] = None
                 if (
@@ -261,16 +246,7 @@ class ZoneMonitor:
                     and not s.get("dwelt")
                 ):
                     s["dwelt"] = True
-                    self._fire(
-                        events,
-                        t,
-                        zone.name,
-                        "dwell",
-                        track,
-                        names[k],
-                        det.confidence[k],
-                        det.xyxy[k],
-                    )
+                    self._fire(events, t, zone.name, "dwell", det, k, names[k])
                 if not s["inside"]:
                     s.pop("dwelt", None)
         for line, lz in zip(self.rules.lines, self.lines, strict=True):
@@ -280,21 +256,12 @@ class ZoneMonitor:
             crossed_in, crossed_out = lz.trigger(det)
             if not armed(line.hours, now):
                 continue
-            for k, track in enumerate(det.tracker_id):
+            for k in range(len(det)):
                 if line.classes is not None and names[k] not in line.classes:
                     continue
                 for rule, hit in (("cross_in", crossed_in[k]), ("cross_out", crossed_out[k])):
                     if hit and line.direction in ("both", rule.removeprefix("cross_")):
-                        self._fire(
-                            events,
-                            t,
-                            line.name,
-                            rule,
-                            track,
-                            names[k],
-                            det.confidence[k],
-                            det.xyxy[k],
-                        )
+                        self._fire(events, t, line.name, rule, det, k, names[k])
         self._forget(t)
         return events
 

@@ -7,7 +7,9 @@ private ``0o600``: run folders are shared by teams and served by web servers.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,15 +35,35 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+@contextlib.contextmanager
+def atomic_binary_file(path: str | Path):
+    """Within: a binary file to write; at the end it is flushed, fsynced and renamed onto
+    ``path``. An exception leaves ``path`` as it was and no temp file behind."""
     path = Path(path)
     fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_binary_file(path) as f:
+        f.write(data)
+
+
+def link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """Hard-link ``src`` at ``dst`` (no extra space), or, where the file system cannot, copy
+    it atomically (streamed into a temp file beside ``dst``, then renamed)."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        with atomic_binary_file(dst) as f, open(src, "rb") as g:
+            shutil.copyfileobj(g, f)

@@ -51,6 +51,22 @@ from sora.models.streaming import Outputs, RunStreaming, State
 PIXEL_STRIDE = 4
 
 
+def smoothing_rate(frames: float) -> float:
+    """The weight of the newest value in an exponential average over ``frames`` frames (1:
+    no smoothing)."""
+    return 1.0 if frames <= 1 else 1 - math.exp(-1 / frames)
+
+
+def ema_over_time(x: torch.Tensor, rate: float, start: torch.Tensor) -> torch.Tensor:
+    """Causal exponential average along the time axis of ``x`` ``(B, T, ...)``: ``y_t =
+    y_{t-1} + rate * (x_t - y_{t-1})`` from ``y_{-1} = start`` ``(B, ...)`` -> ``(B, T, ...)``."""
+    y, out = start, []
+    for i in range(x.shape[1]):
+        y = y + rate * (x[:, i] - y)
+        out.append(y)
+    return torch.stack(out, 1)
+
+
 class SoraAnomaly(RunStreaming, nn.Module):
     """Multi-scale CNN features per cell, a ConvGRU over time and a next-frame decoder. See
     the module docstring for the shapes."""
@@ -193,12 +209,8 @@ class SoraAnomaly(RunStreaming, nn.Module):
         if self.cfg.persist > 0:
             occupancy = self.occupancy(clip.flatten(0, 1)).view(b, t, *self.grid)
             beta = 1 - math.exp(-1 / self.cfg.persist)
-            occ = occupancy[:, 0] if first else occ
-            maps = []
-            for i in range(t):
-                occ = occ + beta * (occupancy[:, i] - occ)
-                maps.append(occ)
-            persistence = torch.stack(maps, 1)
+            persistence = ema_over_time(occupancy, beta, occupancy[:, 0] if first else occ)
+            occ = persistence[:, -1]
             stays = (persistence - self.persist_calibration[0]) / self.persist_calibration[1]
             cells = torch.maximum(cells, stays)
         else:
@@ -207,25 +219,23 @@ class SoraAnomaly(RunStreaming, nn.Module):
         steps = seen[:, None] + torch.arange(t, device=clip.device)  # frames seen before each
         cells = cells * (steps > 0)[..., None, None]
         raw = cells.flatten(2).amax(-1)  # (B, T)
-        alpha = 1.0 if self.cfg.smooth <= 1 else 1 - math.exp(-1 / self.cfg.smooth)
-        ema = torch.zeros(b, device=clip.device) if first else state["ema"]
-        scores = []
-        for i in range(t):
-            ema = torch.where(steps[:, i] > 0, ema + alpha * (raw[:, i] - ema), raw[:, i])
-            scores.append(ema)
+        # the smoothing starts at the stream's first frame (which scores 0)
+        score = ema_over_time(
+            raw, smoothing_rate(self.cfg.smooth), raw[:, 0] if first else state["ema"]
+        )
         out = {
             "pred": pred,
             "pred_error": err,
             "persistence": persistence,
             "cells": cells,
-            "score": torch.stack(scores, 1),
+            "score": score,
         }
         new = {
             "prev": clip[:, -1],
             "h": h,
             "pred": pred[:, -1],
             "occ": occ,
-            "ema": ema,
+            "ema": score[:, -1],
             "seen": seen + t,
         }
         return out, new

@@ -40,13 +40,8 @@ from sora.models.store import save_model
 from sora.tasks.classification import VideoClassifier, VideoDataModule, class_weights
 
 #: What each task's best checkpoint and early stopping watch (higher is better); a detection
-#: run watches ``detect.monitor``.
-MONITOR = {
-    "classify": "val_acc",
-    "detect": "val_map50",
-    "pretrain": "val_acc",
-    "anomaly": "val_psnr",
-}
+#: run watches its ``detect.monitor``.
+MONITOR = {"classify": "val_acc", "pretrain": "val_acc", "anomaly": "val_psnr"}
 
 
 class StartLine(Callback):
