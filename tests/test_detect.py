@@ -315,11 +315,18 @@ def test_eval_report_and_predict(det_run, det_data, tmp_path):
 
     assert Detector(det_run).operating_threshold() == m["operating_threshold"]
     assert (det_run / "eval" / "predictions" / "test_000.txt").is_file()
-    for png in ("pr_curves.png", "ap_per_class.png", "hardest_frames.png"):
+    for png in ("pr_curves.png", "ap_per_class.png", "hardest_frames.png", "confusion_matrix.png"):
         assert (det_run / "eval" / png).stat().st_size > 1000
+    confusion = m["confusion"]
+    assert confusion["classes"] == [*Detector(det_run).classes, "background"]
+    matrix = np.array(confusion["matrix"])
+    assert matrix.shape == (4, 4) and matrix[-1, -1] == 0
+    assert matrix[:-1].sum() == m["num_boxes"]  # every true box: paired or missed, once
+    assert confusion["conf"] == m["operating_threshold"]
     run_sora("report", det_run, check=True)
     page = (det_run / "report.html").read_text()
     assert "test mAP50" in page and "Per sequence" in page and "Hardest frames" in page
+    assert 'alt="confusion matrix"' in page
 
     frames = det_data / "test" / "test_000" / "img1"
     mot = run_sora("predict", det_run, frames, "--conf", "0.0", check=True).stdout.splitlines()
@@ -349,6 +356,39 @@ def test_eval_report_and_predict(det_run, det_data, tmp_path):
 
     meta = probe(video)
     assert meta.num_frames == 16 and meta.height >= 360  # small frames are enlarged to draw
+
+
+def test_detection_confusion_pairs_by_iou_and_counts_leftovers(tmp_path):
+    from sora.evaluation.detection import detection_confusion
+
+    # frame 1: a (class 1) at 10..20 x 20..30, b (class 2) at 40..50 x 10..20, an ignored box
+    gt = "1,1,11,21,10,10,1,1,1\n1,2,41,11,10,10,1,2,1\n1,3,1,1,6,6,0,1,1\n"
+    seq = read_sequence(make_sequence(tmp_path, gt, frames=2))
+
+    def box(*b):
+        return list(map(float, b))
+
+    dets = {
+        1: {
+            "boxes": torch.tensor(
+                [
+                    box(10, 20, 20, 30),  # on a, right class
+                    box(10, 20, 20, 31),  # on a again, other class: a leftover
+                    box(40, 10, 50, 20),  # on b, wrong class
+                    box(30, 35, 40, 45),  # on nothing
+                    box(0, 0, 6, 6),  # on the ignored box: left out
+                    box(40, 10, 50, 21),  # on b, below the threshold
+                ]
+            ),
+            "scores": torch.tensor([0.9, 0.8, 0.7, 0.6, 0.9, 0.2]),
+            "labels": torch.tensor([0, 1, 0, 1, 1, 1]),
+        },
+        2: {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0)},
+    }
+    c = detection_confusion([seq], {seq.name: dets}, ["a", "b"], conf=0.5)
+    assert c["classes"] == ["a", "b", "background"]
+    assert c["matrix"] == [[1, 0, 0], [1, 0, 0], [0, 2, 0]]
+    assert c["class_accuracy"] == 0.5
 
 
 def test_model_summary_of_a_detection_run(det_run):

@@ -10,7 +10,10 @@ evaluation, not a hand-written AP), on boxes in the sequence's own pixels:
 * by visibility: the same on the boxes with ``visibility >= 0.5`` (visible) and ``< 0.5``
   (occluded, flickered out, behind a pillar), the other boxes then counting as ignored
   regions (COCO ``iscrowd``) so detections on them are neither right nor wrong;
-* per sequence: mAP50 and box counts (the report shows the hardest ones).
+* per sequence: mAP50 and box counts (the report shows the hardest ones);
+* a confusion matrix at the run's best-F1 score threshold, with a background row and column
+  (supervision's ``ConfusionMatrix``, matched as Ultralytics does), and from it the share of
+  found objects given their own class.
 
 Also writes ``eval/predictions/<sequence>.txt`` in MOTChallenge detection rows
 (``frame,-1,x,y,w,h,score,class,-1,-1``; 1-based pixels), which TrackEval and trackers read.
@@ -82,6 +85,9 @@ def evaluate_detection(
     metrics, result, dets = score_sequences(sequences, lambda seq: detect_sequence(detector, seq))
     metrics["per_class"] = _per_class(result, classes)
     metrics["operating_threshold"] = operating_threshold(result)
+    metrics["confusion"] = detection_confusion(
+        sequences, dets, classes, metrics["operating_threshold"]
+    )
     metrics = {"task": "detect", "split": split, "data": str(data), **metrics}
     for seq in sequences:
         _write_mot(out / "predictions" / f"{seq.name}.txt", dets[seq.name])
@@ -91,6 +97,12 @@ def evaluate_detection(
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     plots.pr_curves(_pr_curves(result, classes), out / "pr_curves.png")
     plots.ap_per_class(metrics["per_class"], out / "ap_per_class.png")
+    plots.confusion(
+        metrics["confusion"]["matrix"],
+        metrics["confusion"]["classes"],
+        out / "confusion_matrix.png",
+        title=f"Confusion matrix ({split}, score >= {metrics['operating_threshold']:.3f})",
+    )
     hardest = sorted(per_seq, key=lambda n: per_seq[n]["map_50"])[:3]
     plots.detection_strip(
         [_strip_row(by_name[n], dets[n], classes, metrics["operating_threshold"]) for n in hardest],
@@ -185,6 +197,64 @@ def operating_threshold(result: dict, fallback: float = 0.3) -> float:
             f1 = torch.where(ok, 2 * p * recall / (p + recall).clamp_min(1e-9), -1)
             picks.append(float(s[int(f1.argmax())]))
     return round(sum(picks) / len(picks), 3) if picks else fallback
+
+
+def detection_confusion(
+    sequences: list[Sequence],
+    dets: dict[str, dict[int, dict]],
+    classes: list[str],
+    conf: float,
+    iou: float = 0.5,
+) -> dict:
+    """Confusion matrix of the detections scoring at least ``conf`` (supervision's
+    ``ConfusionMatrix``): each true box is paired with at most one detection of IoU >= ``iou``,
+    greedily by IoU whatever the classes; a pair counts at ``[true class, predicted class]``,
+    a true box left over at ``[true class, background]``, a detection left over (on nothing,
+    or a second box of another class on an object already paired) at ``[background,
+    predicted class]``. Ignored boxes (``conf == 0``) are left out, with the detections that
+    overlap one by IoU >= ``iou``.
+
+    Returns ``{"classes": classes + ["background"], "matrix": (K+1) x (K+1) counts, "conf",
+    "iou", "class_accuracy"}``; ``class_accuracy``: the share of paired true boxes given
+    their own class (``None`` when none was paired).
+    """
+    from supervision.metrics.detection import ConfusionMatrix
+    from torchvision.ops import box_iou
+
+    preds, targets = [], []
+    for seq in sequences:
+        for f, d in dets[seq.name].items():
+            t = seq.target(f)
+            ignore = t["ignore"]
+            keep = torch.ones(len(d["boxes"]), dtype=torch.bool)
+            if ignore.any() and len(d["boxes"]):
+                keep = box_iou(d["boxes"].float(), t["boxes"][ignore]).max(1).values < iou
+            preds.append(
+                torch.cat(
+                    [
+                        d["boxes"][keep].float(),
+                        d["labels"][keep, None].float(),
+                        d["scores"][keep, None].float(),
+                    ],
+                    1,
+                ).numpy()
+            )
+            targets.append(
+                torch.cat([t["boxes"][~ignore], t["labels"][~ignore, None].float()], 1).numpy()
+            )
+    matrix = ConfusionMatrix.from_tensors(
+        preds, targets, list(classes), conf_threshold=conf, iou_threshold=iou
+    ).matrix
+    paired = matrix[:-1, :-1]
+    return {
+        "classes": [*classes, "background"],
+        "matrix": matrix.tolist(),
+        "conf": conf,
+        "iou": iou,
+        "class_accuracy": round(float(np.trace(paired) / paired.sum()), 4)
+        if paired.sum()
+        else None,
+    }
 
 
 def _pr_curves(result: dict, classes: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

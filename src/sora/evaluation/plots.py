@@ -40,7 +40,12 @@ def curves(rows: list[dict], key: str, path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def confusion(matrix: list[list[int]], classes: list[str], path: Path) -> Path:
+def confusion(
+    matrix: list[list[int]],
+    classes: list[str],
+    path: Path,
+    title: str = "Confusion matrix (test)",
+) -> Path:
     """Row-normalized confusion matrix with counts in the cells."""
     m = np.asarray(matrix, dtype=float)
     norm = m / np.maximum(m.sum(1, keepdims=True), 1)
@@ -58,7 +63,7 @@ def confusion(matrix: list[list[int]], classes: list[str], path: Path) -> Path:
                 colour = "white" if norm[i, j] > 0.5 else "black"
                 ax.text(j, i, int(m[i, j]), ha="center", va="center", color=colour, fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
-    ax.set_title("Confusion matrix (test)")
+    ax.set_title(title)
     return _save(fig, path)
 
 

@@ -130,6 +130,9 @@ def _detection_sections(run: Path, ev: dict, summary: dict, rows: list[dict]) ->
         ("best-F1 score threshold", f"{ev.get('operating_threshold', 0.3):.2f}"),
         ("test frames", str(ev["num_frames"])),
     ]
+    accuracy = ev.get("confusion", {}).get("class_accuracy")
+    if accuracy is not None:
+        items.append(("found objects given their class", f"{accuracy:.3f}"))
     if summary.get("best_val_map50") is not None:
         items.append(("best val mAP50", f"{summary['best_val_map50']:.3f}"))
     if summary.get("best_val_map") is not None:
@@ -143,7 +146,11 @@ def _detection_sections(run: Path, ev: dict, summary: dict, rows: list[dict]) ->
         "each streamed whole)</h2><div class='grid'>"
         + _img(e / "pr_curves.png", "precision-recall curves")
         + _img(e / "ap_per_class.png", "AP per class")
-        + "</div>",
+        + _img(e / "confusion_matrix.png", "confusion matrix")
+        + "</div>"
+        + "<p>Confusion matrix at the best-F1 threshold, IoU 0.5: the background row counts "
+        "boxes on nothing (or a second box of another class on an object), the background "
+        "column the objects missed.</p>",
         "<h3>COCO metrics</h3>"
         + table(
             ["boxes", "mAP@[.5:.95]", "mAP50", "mAP75", "small", "medium", "large", "mAR@100"],
