@@ -94,7 +94,12 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     _write_predictions(out / "predictions.csv", ds, probs, labels, indices, classes)
-    plots.confusion(metrics["confusion_matrix"], classes, out / "confusion_matrix.png")
+    plots.confusion(
+        metrics["confusion_matrix"],
+        classes,
+        out / "confusion_matrix.png",
+        title=f"Confusion matrix ({split})",
+    )
     plots.per_class_recall(metrics["per_class"], out / "per_class_recall.png")
     plots.mistakes_strip(
         _worst_mistakes(ds, probs, labels, indices, classes, config, mistakes), out / "mistakes.png"

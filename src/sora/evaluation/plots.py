@@ -40,12 +40,7 @@ def curves(rows: list[dict], key: str, path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def confusion(
-    matrix: list[list[int]],
-    classes: list[str],
-    path: Path,
-    title: str = "Confusion matrix (test)",
-) -> Path:
+def confusion(matrix: list[list[int]], classes: list[str], path: Path, title: str) -> Path:
     """Row-normalized confusion matrix with counts in the cells."""
     m = np.asarray(matrix, dtype=float)
     norm = m / np.maximum(m.sum(1, keepdims=True), 1)
