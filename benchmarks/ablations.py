@@ -29,7 +29,9 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     args = suite_arguments(__doc__.splitlines()[0]).parse_args()
-    rows = merge_rows("ablations", run_suite(ABLATIONS, args), [s.name for s in ABLATIONS])
+    rows = merge_rows(
+        "ablations", run_suite(ABLATIONS, args), [s.name for s in ABLATIONS], save=not args.no_write
+    )
     text = table(rows)
     print(text)
     if not args.no_write:

@@ -42,16 +42,18 @@ def write_section(key: str, markdown: str, path: Path = RESULTS) -> None:
     atomic_write_text(path, text)
 
 
-def merge_rows(key: str, rows: list[dict], order: list[str]) -> list[dict]:
+def merge_rows(key: str, rows: list[dict], order: list[str], save: bool = True) -> list[dict]:
     """Keep every measured row in ``benchmarks/results/<key>.json``: rows of this run replace
-    those of the same name (so ``--only X`` re-measures X alone), in ``order``."""
+    those of the same name (so ``--only X`` re-measures X alone), in ``order``. ``save=False``
+    (``--no-write``) merges without writing the file, so a one-off run leaves it alone."""
     path = RESULTS.with_name("results") / f"{key}.json"
     old = json.loads(path.read_text()) if path.exists() else []
     stamp = time.strftime("%Y-%m-%d")
     by_name = {r["name"]: r for r in old} | {r["name"]: {**r, "date": stamp} for r in rows}
     merged = [by_name[n] for n in order if n in by_name]
-    path.parent.mkdir(exist_ok=True)
-    atomic_write_text(path, json.dumps(merged, indent=1) + "\n")
+    if save:
+        path.parent.mkdir(exist_ok=True)
+        atomic_write_text(path, json.dumps(merged, indent=1) + "\n")
     return merged
 
 

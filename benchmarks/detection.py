@@ -221,7 +221,7 @@ def main() -> int:
     classes = list(synth_det.CLASSES)
     names = args.only or ORDER
     rows = [run_one(n, args, train_set, test, classes, print) for n in names]
-    rows = merge_rows("detection", rows, ORDER)
+    rows = merge_rows("detection", rows, ORDER, save=not args.no_write)
     text = table(rows)
     print(text)
     if not args.no_write:

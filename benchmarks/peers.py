@@ -37,7 +37,9 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     args = suite_arguments(__doc__.splitlines()[0]).parse_args()
-    rows = merge_rows("peers", run_suite(PEERS, args), [s.name for s in PEERS])
+    rows = merge_rows(
+        "peers", run_suite(PEERS, args), [s.name for s in PEERS], save=not args.no_write
+    )
     text = table(rows)
     print(text)
     if not args.no_write:

@@ -323,10 +323,15 @@ def test_eval_report_and_predict(det_run, det_data, tmp_path):
     assert matrix.shape == (4, 4) and matrix[-1, -1] == 0
     assert matrix[:-1].sum() == m["num_boxes"]  # every true box: paired or missed, once
     assert confusion["conf"] == m["operating_threshold"]
+    for part in m["visibility"].values():
+        assert part["found_at_threshold"] is None or 0 <= part["found_at_threshold"] <= 1
+        assert part["found_any_class_at_threshold"] is None or (
+            part["found_at_threshold"] <= part["found_any_class_at_threshold"] <= 1
+        )
     run_sora("report", det_run, check=True)
     page = (det_run / "report.html").read_text()
     assert "test mAP50" in page and "Per sequence" in page and "Hardest frames" in page
-    assert 'alt="confusion matrix"' in page
+    assert 'alt="confusion matrix"' in page and "Found at the best-F1 threshold" in page
 
     frames = det_data / "test" / "test_000" / "img1"
     mot = run_sora("predict", det_run, frames, "--conf", "0.0", check=True).stdout.splitlines()
@@ -389,6 +394,43 @@ def test_detection_confusion_pairs_by_iou_and_counts_leftovers(tmp_path):
     assert c["classes"] == ["a", "b", "background"]
     assert c["matrix"] == [[1, 0, 0], [1, 0, 0], [0, 2, 0]]
     assert c["class_accuracy"] == 0.5
+
+
+def test_found_by_visibility_pairs_one_detection_with_one_box(tmp_path):
+    from sora.evaluation.detection import found_by_visibility
+
+    # a (visible) and b (visibility 0.2, behind a) in frames 1 and 2; c (class 2, visibility
+    # 0.3) and an ignored box in frame 1
+    gt = (
+        "1,1,11,21,10,10,1,1,1\n1,2,12,22,10,10,1,1,0.2\n1,3,41,11,10,10,1,2,0.3\n"
+        "1,4,1,1,6,6,0,1,1\n2,1,11,21,10,10,1,1,1\n2,2,12,22,10,10,1,1,0.2\n"
+    )
+    seq = read_sequence(make_sequence(tmp_path, gt, frames=2))
+
+    def dets(boxes, scores, labels):
+        return {
+            "boxes": torch.tensor(boxes, dtype=torch.float32),
+            "scores": torch.tensor(scores),
+            "labels": torch.tensor(labels),
+        }
+
+    frames = {
+        # on a, on b (right class), on c (wrong class), on b below the threshold
+        1: dets(
+            [[10, 20, 20, 30], [11, 21, 21, 31], [40, 10, 50, 20], [11, 21, 21, 31]],
+            [0.9, 0.6, 0.8, 0.2],
+            [0, 0, 0, 0],
+        ),  # fmt: skip
+        # one box on a: it overlaps b by IoU 0.68 too, but finds one box only
+        2: dets([[10, 20, 20, 30]], [0.9], [0]),
+    }
+    found = found_by_visibility([seq], {seq.name: frames}, conf=0.5)
+    assert found["visible"] == {"found_at_threshold": 1.0, "found_any_class_at_threshold": 1.0}
+    # occluded: b (frame 1) found; c found by a box of another class; b (frame 2) missed
+    assert found["occluded"] == {
+        "found_at_threshold": 0.3333,
+        "found_any_class_at_threshold": 0.6667,
+    }
 
 
 def test_model_summary_of_a_detection_run(det_run):

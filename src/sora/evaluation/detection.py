@@ -11,6 +11,10 @@ evaluation, not a hand-written AP), on boxes in the sequence's own pixels:
   (occluded, flickered out, behind a pillar), the other boxes then counting as ignored
   regions (COCO ``iscrowd``) so detections on them are neither right nor wrong;
 * per sequence: mAP50 and box counts (the report shows the hardest ones);
+* by visibility, the share of true boxes found at the run's best-F1 score threshold, with
+  their class and with any class (the subset's AP above counts every false positive of the
+  frame against its few boxes, so it stays near 0 for an occluded subset; the share found
+  shows what a memory keeps);
 * a confusion matrix at the run's best-F1 score threshold, with a background row and column
   (supervision's ``ConfusionMatrix``, matched as Ultralytics does), and from it the share of
   found objects given their own class.
@@ -88,6 +92,8 @@ def evaluate_detection(
     metrics["confusion"] = detection_confusion(
         sequences, dets, classes, metrics["operating_threshold"]
     )
+    for name, found in found_by_visibility(sequences, dets, metrics["operating_threshold"]).items():
+        metrics["visibility"][name].update(found)
     metrics = {"task": "detect", "split": split, "data": str(data), **metrics}
     for seq in sequences:
         _write_mot(out / "predictions" / f"{seq.name}.txt", dets[seq.name])
@@ -254,6 +260,54 @@ def detection_confusion(
         "class_accuracy": round(float(np.trace(paired) / paired.sum()), 4)
         if paired.sum()
         else None,
+    }
+
+
+def found_by_visibility(
+    sequences: list[Sequence], dets: dict[str, dict[int, dict]], conf: float, iou: float = 0.5
+) -> dict[str, dict]:
+    """The share of true boxes (ignored ones left out) that a detection scoring at least
+    ``conf`` finds at IoU >= ``iou``, split as in :func:`score_sequences` (``visible``:
+    visibility >= 0.5, ``occluded``: below). A detection finds at most one box: per frame the
+    pairs are the one-to-one assignment of largest total IoU (scipy's
+    ``linear_sum_assignment``), once among boxes and detections of the same class
+    (``found``) and once whatever the classes (``found_any_class``). ``None`` with no boxes.
+    """
+    from scipy.optimize import linear_sum_assignment
+    from torchvision.ops import box_iou
+
+    counts = {n: {"boxes": 0, "found": 0, "found_any_class": 0} for n in ("visible", "occluded")}
+
+    def pairs(overlap: np.ndarray) -> np.ndarray:
+        """(M, N) IoU, 0 where not allowed -> which of the M boxes are paired."""
+        rows, cols = linear_sum_assignment(overlap, maximize=True)
+        paired = np.zeros(overlap.shape[0], bool)
+        paired[rows[overlap[rows, cols] >= iou]] = True
+        return paired
+
+    for seq in sequences:
+        for f, d in dets[seq.name].items():
+            t = seq.target(f)
+            real = ~t["ignore"]
+            boxes, labels = t["boxes"][real], t["labels"][real]
+            occluded = (t["visibility"][real] < OCCLUDED_BELOW).numpy()
+            keep = d["scores"] >= conf
+            found = np.zeros((2, len(boxes)), bool)
+            if len(boxes) and keep.any():
+                overlap = box_iou(boxes, d["boxes"][keep].float()).numpy()
+                same = (labels[:, None] == d["labels"][keep][None]).numpy()
+                found = np.stack([pairs(overlap * same), pairs(overlap)])
+            for name, part in (("visible", ~occluded), ("occluded", occluded)):
+                c = counts[name]
+                c["boxes"] += int(part.sum())
+                c["found"] += int(found[0, part].sum())
+                c["found_any_class"] += int(found[1, part].sum())
+    return {
+        name: {
+            f"{k}_at_threshold": round(c[k] / c["boxes"], 4) if c["boxes"] else None
+            for k in ("found", "found_any_class")
+        }
+        for name, c in counts.items()
     }
 
 

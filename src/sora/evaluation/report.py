@@ -117,6 +117,27 @@ def table(header: list[str], rows: list[list]) -> str:
     )
 
 
+def _found_table(vis: dict, threshold: float | None) -> str:
+    """The share of visible and occluded boxes found at the best-F1 threshold (evaluations
+    written before it existed have none: nothing is shown)."""
+    if "found_at_threshold" not in vis.get("occluded", {}):
+        return ""
+    found = ("found_at_threshold", "found_any_class_at_threshold")
+    return (
+        f"<h3>Found at the best-F1 threshold ({threshold:.2f}, IoU 0.5)</h3>"
+        + table(
+            ["boxes", "count", "found with their class", "found, any class"],
+            [
+                [k, v["boxes"], *(("-" if v[f] is None else v[f]) for f in found)]
+                for k, v in vis.items()
+            ],
+        )
+        + "<p>An occluded subset's AP counts every false positive of the frame against its "
+        "few boxes, so it stays near 0; this share shows how many hidden objects the model "
+        "keeps at the threshold <code>sora predict</code> uses.</p>"
+    )
+
+
 def _detection_sections(run: Path, ev: dict, summary: dict, rows: list[dict]) -> list[str]:
     """Cards, curves, PR curves, AP per class, visibility and per-sequence tables, and the
     hardest frames of a detection run."""
@@ -174,7 +195,8 @@ def _detection_sections(run: Path, ev: dict, summary: dict, rows: list[dict]) ->
             ],
         )
         + "<p>Visible: visibility &ge; 0.5; occluded: below (behind something, flickered out, "
-        "off the edge). In each, the other boxes are ignored regions. -1: no such boxes.</p>",
+        "off the edge). In each, the other boxes are ignored regions. -1: no such boxes.</p>"
+        + _found_table(vis, ev.get("operating_threshold")),
         "<h3>Per class</h3>"
         + table(
             ["class", "AP@[.5:.95]", "AP50", "recall@0.5"],
