@@ -425,9 +425,14 @@ def test_found_by_visibility_pairs_one_detection_with_one_box(tmp_path):
         2: dets([[10, 20, 20, 30]], [0.9], [0]),
     }
     found = found_by_visibility([seq], {seq.name: frames}, conf=0.5)
-    assert found["visible"] == {"found_at_threshold": 1.0, "found_any_class_at_threshold": 1.0}
+    assert found["visible"] == {
+        "found_of_boxes": 2,
+        "found_at_threshold": 1.0,
+        "found_any_class_at_threshold": 1.0,
+    }
     # occluded: b (frame 1) found; c found by a box of another class; b (frame 2) missed
     assert found["occluded"] == {
+        "found_of_boxes": 3,
         "found_at_threshold": 0.3333,
         "found_any_class_at_threshold": 0.6667,
     }

@@ -271,7 +271,8 @@ def found_by_visibility(
     visibility >= 0.5, ``occluded``: below). A detection finds at most one box: per frame the
     pairs are the one-to-one assignment of largest total IoU (scipy's
     ``linear_sum_assignment``), once among boxes and detections of the same class
-    (``found``) and once whatever the classes (``found_any_class``). ``None`` with no boxes.
+    (``found``) and once whatever the classes (``found_any_class``); ``found_of_boxes``: the
+    boxes counted. ``None`` with no boxes.
     """
     from scipy.optimize import linear_sum_assignment
     from torchvision.ops import box_iou
@@ -304,8 +305,11 @@ def found_by_visibility(
                 c["found_any_class"] += int(found[1, part].sum())
     return {
         name: {
-            f"{k}_at_threshold": round(c[k] / c["boxes"], 4) if c["boxes"] else None
-            for k in ("found", "found_any_class")
+            "found_of_boxes": c["boxes"],
+            **{
+                f"{k}_at_threshold": round(c[k] / c["boxes"], 4) if c["boxes"] else None
+                for k in ("found", "found_any_class")
+            },
         }
         for name, c in counts.items()
     }

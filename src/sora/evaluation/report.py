@@ -126,9 +126,9 @@ def _found_table(vis: dict, threshold: float | None) -> str:
     return (
         f"<h3>Found at the best-F1 threshold ({threshold:.2f}, IoU 0.5)</h3>"
         + table(
-            ["boxes", "count", "found with their class", "found, any class"],
+            ["boxes", "count (not ignored)", "found with their class", "found, any class"],
             [
-                [k, v["boxes"], *(("-" if v[f] is None else v[f]) for f in found)]
+                [k, v["found_of_boxes"], *(("-" if v[f] is None else v[f]) for f in found)]
                 for k, v in vis.items()
             ],
         )
