@@ -213,6 +213,14 @@ def test_anomaly_alarm_holds_then_clears():
     assert alarm.on
 
 
+def test_watch_cli_hold_default_is_the_library_default():
+    # the parser keeps the literal so that building it does not import torch
+    from sora.cli import build_parser
+    from sora.inference.watch import ANOMALY_HOLD
+
+    assert build_parser().parse_args(["watch", "cam.mp4"]).anomaly_hold == ANOMALY_HOLD
+
+
 def test_grabber_drops_only_when_asked():
     frames = [SimpleNamespace(time=k / 100, image=None) for k in range(50)]
     slow = Grabber(iter(frames), latest=True, pace=False)
