@@ -60,27 +60,45 @@ def lr_at(fraction: float, lr: float, warmup: float = 0.05) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (fraction - warmup) / (1 - warmup))))
 
 
-def train_budget(name: str, model: nn.Module, train_set, seconds: float, lr: float, log) -> dict:
-    """Train for ``seconds`` of wall time; returns steps and frames seen."""
+def train_budget(
+    name: str,
+    model: nn.Module,
+    train_set,
+    seconds: float,
+    lr: float,
+    log,
+    steps: int = 0,
+    seed: int = 0,
+) -> dict:
+    """Train for ``seconds`` of wall time, or for ``steps`` steps when given (the schedule then
+    follows the step count, so the run does not depend on the machine's speed); returns steps,
+    frames seen and seconds taken. SoraDet runs without its recurrent cells for its first
+    ``detect.memory_warmup`` share of the budget."""
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     rest = [p for n, p in model.named_parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 1e-4}, {"params": rest, "weight_decay": 0}], lr=lr
     )
     model.train()
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
+    budget = steps
     steps, frames, start = 0, 0, time.perf_counter()
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    while (elapsed := time.perf_counter() - start) < seconds:
+    while True:
+        elapsed = time.perf_counter() - start
+        done = steps / budget if budget else elapsed / seconds
+        if done >= 1:
+            break
         for group in opt.param_groups:
-            group["lr"] = lr_at(elapsed / seconds, lr)
+            group["lr"] = lr_at(done, lr)
         idx = torch.randperm(len(train_set), generator=g)[:8].tolist()
         items = [train_set[i] for i in idx]
         video = torch.stack([it["video"] for it in items])  # (8, T, 3, H, W)
         targets = [t for it in items for t in it["targets"]]
         if isinstance(model, SoraDet):
-            out = model(video)
+            memory = done >= model.cfg.memory_warmup
+            out, _ = model.run(video, memory=memory)
             flat = {k: v.flatten(0, 1) for k, v in out.items()}
             loss = detection_loss(model, flat, targets, *video.shape[-2:])["loss"]
         else:
@@ -102,7 +120,7 @@ def train_budget(name: str, model: nn.Module, train_set, seconds: float, lr: flo
         frames += video.shape[0] * video.shape[1]
         if steps % 50 == 0:
             log(f"  {name}: step {steps}, {elapsed:.0f} s, loss {float(loss):.3f}")
-    return {"steps": steps, "train_frames": frames}
+    return {"steps": steps, "train_frames": frames, "train_s": time.perf_counter() - start}
 
 
 def tv_detect(model: nn.Module, name: str, size: tuple[int, int]):
@@ -134,14 +152,18 @@ def stream_fps(step, frame: torch.Tensor, seconds: float = 5.0) -> float:
 
 
 def run_one(name: str, args, train_set, test, classes, log) -> dict:
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     config = default_config("detect")
     config.model.num_classes = len(classes)
     h, w = config.detect.size
     if name in ("SoraDet", "per-frame"):
         config.detect.temporal = "convgru" if name == "SoraDet" else "none"
+        if args.memory_warmup is not None:
+            config.detect.memory_warmup = args.memory_warmup
         model = SoraDet(config.model, config.detect)
-        fit = train_budget(name, model, train_set, args.seconds, args.lr, log)
+        fit = train_budget(
+            name, model, train_set, args.seconds, args.lr, log, args.steps, args.seed
+        )
         model.eval()
         run = Path(args.work) / name
         from sora.models.store import save_model
@@ -161,7 +183,9 @@ def run_one(name: str, args, train_set, test, classes, log) -> dict:
         fps = stream_fps(step, frame)
     else:
         model = tv_model(name, len(classes))
-        fit = train_budget(name, model, train_set, args.seconds, args.lr, log)
+        fit = train_budget(
+            name, model, train_set, args.seconds, args.lr, log, args.steps, args.seed
+        )
         model.eval()
         metrics, _, _ = score_sequences(test, tv_detect(model, name, (h, w)))
         frame = [torch.zeros(3, test[0].height, test[0].width)]
@@ -201,6 +225,15 @@ def main() -> int:
     p.add_argument(
         "--seconds", type=float, default=300, help="training budget per model (default 300)"
     )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="train every model for this many steps instead of --seconds (default: 0, wall time)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="initial weights and batch order (default 0)"
+    )
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
     p.add_argument(
         "--data",
@@ -211,6 +244,12 @@ def main() -> int:
     p.add_argument("--test", type=int, default=8, help="test sequences (default 8)")
     p.add_argument("--work", default="runs/bench-detect", help="where the SoraDet models are saved")
     p.add_argument("--only", nargs="*", help=f"models to run (default all: {', '.join(ORDER)})")
+    p.add_argument(
+        "--memory-warmup",
+        type=float,
+        help="share of SoraDet's budget trained without its recurrent cells "
+        "(default: detect.memory_warmup)",
+    )
     p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = p.parse_args()
     torch.set_flush_denormal(True)
@@ -225,12 +264,14 @@ def main() -> int:
     text = table(rows)
     print(text)
     if not args.no_write:
+        flag = f"--steps {args.steps}" if args.steps else f"--seconds {args.seconds:g}"
+        budget = f"{args.steps}-step" if args.steps else f"{args.seconds:g}-s"
         write_section(
             "detection",
             f"## Detection on MotionShapes-Det ({time.strftime('%Y-%m-%d')}, {machine()})\n\n"
-            f"`python benchmarks/detection.py --seconds {args.seconds:g}`: {args.train} training "
+            f"`python benchmarks/detection.py {flag}`: {args.train} training "
             f"sequences of 90 frames, {args.test} test sequences streamed whole; the same "
-            f"{args.seconds:g}-s training budget, recipe and 64 frames per step for every model, "
+            f"{budget} training budget, recipe and 64 frames per step for every model, "
             "all from scratch. SoraDet and per-frame at 96x128; torchvision models at their "
             "own input sizes (ssdlite 320x320, Faster R-CNN 320, FCOS 192-256). Occluded: "
             "boxes with visibility < 0.5.\n\n" + text,

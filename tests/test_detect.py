@@ -245,6 +245,64 @@ def test_memory_changes_outputs_and_the_ablation_has_none():
     assert not torch.allclose(a, b)
 
 
+def test_without_memory_the_model_is_its_ablation_whatever_the_gates():
+    """``run(memory=False)`` skips the cells: the outputs are the per-frame network's even with
+    open gates, and no state is kept."""
+    torch.manual_seed(0)
+    config = tiny_det_config()
+    model = SoraDet(config.model, config.detect).eval()
+    ablation = SoraDet(config.model, tiny_det_config(**{"detect.temporal": "none"}).detect)
+    ablation.load_state_dict(model.state_dict(), strict=False)
+    open_gates(model)
+    clip = torch.randn(1, 3, 3, 48, 64)
+    with torch.no_grad():
+        out, state = model.run(clip, memory=False)
+        expected = ablation.eval()(clip)
+    assert state == {}
+    for k in out:
+        torch.testing.assert_close(out[k], expected[k])
+
+
+def test_memory_warmup_trains_without_the_cells_then_with_them(det_data):
+    """With ``detect.memory_warmup=0.5`` the first half of the steps leave the cells and gates
+    untouched (no gradient), the second half trains them."""
+    import lightning as L
+
+    from sora.tasks.detection import DetectionDataModule, VideoDetector
+
+    torch.manual_seed(0)
+    config = tiny_det_config(**{"detect.memory_warmup": 0.5, "train.epochs": 2})
+    dm = DetectionDataModule(config, det_data)
+    dm.setup()
+    module = VideoDetector(config.to_dict(), dm.classes)
+    cells = lambda: [p.detach().clone() for p in module.model.cells.parameters()]  # noqa: E731
+    seen = []
+
+    class Watch(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append((pl_module.memory_on(), cells()))
+
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[Watch()],
+    )
+    trainer.fit(module, datamodule=dm)
+    flags = [on for on, _ in seen]
+    total = len(flags)
+    assert total >= 4 and flags == [k >= total / 2 for k in range(total)]
+    first_on = flags.index(True)
+    for a, b in zip(seen[0][1], seen[first_on][1], strict=True):
+        torch.testing.assert_close(a, b)  # the cells did not move while off
+    assert any(not torch.equal(a, b) for a, b in zip(seen[first_on][1], cells(), strict=True))
+    assert module.memory_on()  # outside fit: always on
+
+
 def test_bad_frame_shapes_are_clear_errors():
     config = tiny_det_config()
     model = SoraDet(config.model, config.detect)

@@ -165,6 +165,9 @@ class DetectConfig:
         the first) replaced by the clip's per-pixel median, in which moving objects vanish
         and the background stays; the boxes are kept, so the model learns to carry objects
         through a gap from memory (a per-frame model cannot). 0 turns it off.
+    memory_warmup: the share of the training steps run without the recurrent cells (the
+        per-frame network, faster per step); the cells join after it, their gates at 0, so
+        the memory starts from a trained detector and only comes in as far as it helps.
     """
 
     size: list[int] = field(default_factory=lambda: [96, 128])
@@ -184,6 +187,7 @@ class DetectConfig:
     monitor: str = "val_map50"
     hflip: bool = True
     frame_dropout: float = 0.0
+    memory_warmup: float = 0.0
 
 
 @dataclass

@@ -182,16 +182,22 @@ class SoraDet(RunStreaming, nn.Module):
             names += [f"c{i}" for i in range(len(self.strides))]
         return {n: torch.zeros(0, device=device) for n in names}
 
-    def run(self, clip: torch.Tensor, state: State | None = None) -> tuple[Outputs, State]:
+    def run(
+        self, clip: torch.Tensor, state: State | None = None, *, memory: bool = True
+    ) -> tuple[Outputs, State]:
         """``(B, T, 3, H, W)`` from ``state`` (``None``: a fresh one) -> outputs with a ``T``
-        axis, and the state after the last frame."""
+        axis, and the state after the last frame.
+
+        ``memory=False`` skips the recurrent cells: the outputs are the per-frame network's
+        (what the cells give while their gates are 0) and the state is returned empty. Training
+        uses it for its first ``detect.memory_warmup`` share of steps."""
         self._check(clip, 5, "clip")
         b, t = clip.shape[:2]
         feats = self.backbone(clip.flatten(0, 1))
         pyramid = self.fpn(OrderedDict((str(s), feats[s]) for s in self.strides))
         levels = list(pyramid.values())  # (B*T, D, h_l, w_l), finest first
         new: State = {}
-        if self.cells is not None:
+        if self.cells is not None and memory:
             state = state if state is not None else self.init_state(b, clip.device)
             for i, cell in enumerate(self.cells):
                 x = levels[i].view(b, t, *levels[i].shape[1:])

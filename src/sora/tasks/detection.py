@@ -1,7 +1,8 @@
 """Video object detection as a LightningModule + LightningDataModule.
 
 Training clips are ``detect.clip_len`` frames: back-propagation through time is truncated
-at the clip (the recurrent state starts at zero in every clip). Validation scores mAP50 on
+at the clip (the recurrent state starts at zero in every clip). The first
+``detect.memory_warmup`` share of the steps skips the recurrent cells. Validation scores mAP50 on
 val clips with torchmetrics' ``MeanAveragePrecision`` (the COCO evaluation of
 ``faster_coco_eval``); the best checkpoint is the one with the highest ``val_map50``.
 """
@@ -131,9 +132,24 @@ class VideoDetector(L.LightningModule):
     def forward(self, clip: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(clip)
 
+    def memory_on(self) -> bool:
+        """False for the first ``detect.memory_warmup`` share of the training steps (the
+        recurrent cells are skipped, validation included), True after it and outside
+        ``Trainer.fit``."""
+        warmup = self.config.detect.memory_warmup
+        if not warmup or self.model.cells is None:
+            return True
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # not attached to a Trainer
+            return True
+        if trainer.state.fn != "fit":
+            return True
+        return trainer.global_step >= warmup * trainer.estimated_stepping_batches
+
     def _loss(self, batch: dict) -> tuple[dict, dict]:
         video = batch["video"]
-        out = self.model(video)
+        out, _ = self.model.run(video, memory=self.memory_on())
         flat = {k: v.flatten(0, 1) for k, v in out.items()}
         targets = [t for clip in batch["targets"] for t in clip]
         h, w = video.shape[-2:]
