@@ -263,6 +263,7 @@ def test_without_memory_the_model_is_its_ablation_whatever_the_gates():
         torch.testing.assert_close(out[k], expected[k])
 
 
+@pytest.mark.filterwarnings("ignore:.*LeafSpec")
 def test_memory_warmup_trains_without_the_cells_then_with_them(det_data):
     """With ``detect.memory_warmup=0.5`` the first half of the steps leave the cells and gates
     untouched (no gradient), the second half trains them."""
