@@ -81,13 +81,12 @@ def train_budget(
     )
     model.train()
     g = torch.Generator().manual_seed(seed)
-    budget = steps
-    steps, frames, start = 0, 0, time.perf_counter()
+    step, frames, start = 0, 0, time.perf_counter()
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     while True:
         elapsed = time.perf_counter() - start
-        done = steps / budget if budget else elapsed / seconds
+        done = step / steps if steps else elapsed / seconds
         if done >= 1:
             break
         for group in opt.param_groups:
@@ -116,11 +115,11 @@ def train_budget(
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        steps += 1
+        step += 1
         frames += video.shape[0] * video.shape[1]
-        if steps % 50 == 0:
-            log(f"  {name}: step {steps}, {elapsed:.0f} s, loss {float(loss):.3f}")
-    return {"steps": steps, "train_frames": frames, "train_s": time.perf_counter() - start}
+        if step % 50 == 0:
+            log(f"  {name}: step {step}, {elapsed:.0f} s, loss {float(loss):.3f}")
+    return {"steps": step, "train_frames": frames, "train_s": time.perf_counter() - start}
 
 
 def tv_detect(model: nn.Module, name: str, size: tuple[int, int]):
