@@ -263,6 +263,22 @@ def test_without_memory_the_model_is_its_ablation_whatever_the_gates():
         torch.testing.assert_close(out[k], expected[k])
 
 
+def bare_trainer(epochs: int, callback):
+    """A CPU Lightning Trainer with nothing written and one callback."""
+    import lightning as L
+
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[callback],
+    )
+
+
 @pytest.mark.filterwarnings("ignore:.*LeafSpec")
 def test_memory_warmup_trains_without_the_cells_then_with_them(det_data):
     """With ``detect.memory_warmup=0.5`` the first half of the steps leave the cells and gates
@@ -283,16 +299,7 @@ def test_memory_warmup_trains_without_the_cells_then_with_them(det_data):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             seen.append((pl_module.memory_on(), cells()))
 
-    trainer = L.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[Watch()],
-    )
+    trainer = bare_trainer(2, Watch())
     trainer.fit(module, datamodule=dm)
     flags = [on for on, _ in seen]
     total = len(flags)
@@ -313,6 +320,42 @@ def test_bad_frame_shapes_are_clear_errors():
         model(torch.zeros(1, 2, 3, 16, 64))
     with pytest.raises(ValueError, match="detect.temporal"):
         SoraDet(config.model, apply_overrides(config, ["detect.temporal=gru"]).detect)
+    with pytest.raises(ValueError, match=r"detect.memory_warmup must be in \[0, 1\), got 1.0"):
+        SoraDet(config.model, apply_overrides(config, ["detect.memory_warmup=1.0"]).detect)
+
+
+@pytest.mark.filterwarnings("ignore:.*LeafSpec")
+@pytest.mark.parametrize("warmup", [0.0, 0.5])
+def test_early_stopping_waits_for_the_memory(warmup):
+    """A monitored metric that never improves stops a fit ``patience`` validations after its
+    first one; with a memory warm-up the count starts only when the memory is on."""
+    import lightning as L
+
+    from sora.tasks.train import EarlyStoppingAfterWarmup
+
+    class Flat(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+
+        def memory_on(self):
+            return self.trainer.global_step >= warmup * self.trainer.estimated_stepping_batches
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_map50", 0.0)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(2, 1)))
+    trainer = bare_trainer(8, EarlyStoppingAfterWarmup("val_map50", mode="max", patience=2))
+    trainer.fit(Flat(), train_dataloaders=data, val_dataloaders=data)
+    # the first counted validation ends the 1st epoch (no warm-up) or the 4th (the memory is
+    # on from step 8 of 16), then two that do not improve; current_epoch counts the last one
+    assert trainer.current_epoch == (3 if warmup == 0 else 6)
 
 
 def test_assignment_positives_tiny_boxes_and_ignored_regions():
@@ -382,7 +425,9 @@ def test_eval_report_and_predict(det_run, det_data, tmp_path):
     assert matrix.shape == (4, 4) and matrix[-1, -1] == 0
     assert matrix[:-1].sum() == m["num_boxes"]  # every true box: paired or missed, once
     assert confusion["conf"] == m["operating_threshold"]
-    for part in m["visibility"].values():
+    hidden = m["visibility"]["occluded"]["hidden"]
+    assert 0 <= hidden["found_of_boxes"] <= m["visibility"]["occluded"]["found_of_boxes"]
+    for part in [*m["visibility"].values(), hidden]:
         assert part["found_at_threshold"] is None or 0 <= part["found_at_threshold"] <= 1
         assert part["found_any_class_at_threshold"] is None or (
             part["found_at_threshold"] <= part["found_any_class_at_threshold"] <= 1
@@ -391,6 +436,7 @@ def test_eval_report_and_predict(det_run, det_data, tmp_path):
     page = (det_run / "report.html").read_text()
     assert "test mAP50" in page and "Per sequence" in page and "Hardest frames" in page
     assert 'alt="confusion matrix"' in page and "Found at the best-F1 threshold" in page
+    assert "hidden (visibility 0, of the occluded)" in page
 
     frames = det_data / "test" / "test_000" / "img1"
     mot = run_sora("predict", det_run, frames, "--conf", "0.0", check=True).stdout.splitlines()
@@ -459,10 +505,11 @@ def test_found_by_visibility_pairs_one_detection_with_one_box(tmp_path):
     from sora.evaluation.detection import found_by_visibility
 
     # a (visible) and b (visibility 0.2, behind a) in frames 1 and 2; c (class 2, visibility
-    # 0.3) and an ignored box in frame 1
+    # 0.3) and an ignored box in frame 1; d (hidden: visibility 0) in frames 1 and 2
     gt = (
         "1,1,11,21,10,10,1,1,1\n1,2,12,22,10,10,1,1,0.2\n1,3,41,11,10,10,1,2,0.3\n"
         "1,4,1,1,6,6,0,1,1\n2,1,11,21,10,10,1,1,1\n2,2,12,22,10,10,1,1,0.2\n"
+        "1,5,61,41,8,8,1,1,0\n2,5,61,41,8,8,1,1,0\n"
     )
     seq = read_sequence(make_sequence(tmp_path, gt, frames=2))
 
@@ -480,8 +527,9 @@ def test_found_by_visibility_pairs_one_detection_with_one_box(tmp_path):
             [0.9, 0.6, 0.8, 0.2],
             [0, 0, 0, 0],
         ),  # fmt: skip
-        # one box on a: it overlaps b by IoU 0.68 too, but finds one box only
-        2: dets([[10, 20, 20, 30]], [0.9], [0]),
+        # one box on a: it overlaps b by IoU 0.68 too, but finds one box only; d found with
+        # its class
+        2: dets([[10, 20, 20, 30], [60, 40, 68, 48]], [0.9, 0.7], [0, 0]),
     }
     found = found_by_visibility([seq], {seq.name: frames}, conf=0.5)
     assert found["visible"] == {
@@ -489,11 +537,18 @@ def test_found_by_visibility_pairs_one_detection_with_one_box(tmp_path):
         "found_at_threshold": 1.0,
         "found_any_class_at_threshold": 1.0,
     }
-    # occluded: b (frame 1) found; c found by a box of another class; b (frame 2) missed
+    # occluded: b (frame 1) found; c found by a box of another class; b (frame 2) missed;
+    # d missed in frame 1, found in frame 2
     assert found["occluded"] == {
-        "found_of_boxes": 3,
-        "found_at_threshold": 0.3333,
-        "found_any_class_at_threshold": 0.6667,
+        "found_of_boxes": 5,
+        "found_at_threshold": 0.4,
+        "found_any_class_at_threshold": 0.6,
+    }
+    # hidden: d only, of the occluded
+    assert found["hidden"] == {
+        "found_of_boxes": 2,
+        "found_at_threshold": 0.5,
+        "found_any_class_at_threshold": 0.5,
     }
 
 

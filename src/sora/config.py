@@ -168,6 +168,8 @@ class DetectConfig:
     memory_warmup: the share of the training steps run without the recurrent cells (the
         per-frame network, faster per step); the cells join after it, their gates at 0, so
         the memory starts from a trained detector and only comes in as far as it helps.
+        Early stopping does not count the warm-up's epochs. 0 trains the cells from the
+        first step.
     """
 
     size: list[int] = field(default_factory=lambda: [96, 128])
@@ -187,7 +189,7 @@ class DetectConfig:
     monitor: str = "val_map50"
     hflip: bool = True
     frame_dropout: float = 0.0
-    memory_warmup: float = 0.0
+    memory_warmup: float = 0.5
 
 
 @dataclass

@@ -92,8 +92,11 @@ def evaluate_detection(
     metrics["confusion"] = detection_confusion(
         sequences, dets, classes, metrics["operating_threshold"]
     )
-    for name, found in found_by_visibility(sequences, dets, metrics["operating_threshold"]).items():
-        metrics["visibility"][name].update(found)
+    found = found_by_visibility(sequences, dets, metrics["operating_threshold"])
+    hidden = found.pop("hidden")
+    for name, part in found.items():
+        metrics["visibility"][name].update(part)
+    metrics["visibility"]["occluded"]["hidden"] = hidden
     metrics = {"task": "detect", "split": split, "data": str(data), **metrics}
     for seq in sequences:
         _write_mot(out / "predictions" / f"{seq.name}.txt", dets[seq.name])
@@ -268,16 +271,18 @@ def found_by_visibility(
 ) -> dict[str, dict]:
     """The share of true boxes (ignored ones left out) that a detection scoring at least
     ``conf`` finds at IoU >= ``iou``, split as in :func:`score_sequences` (``visible``:
-    visibility >= 0.5, ``occluded``: below). A detection finds at most one box: per frame the
-    pairs are the one-to-one assignment of largest total IoU (scipy's
-    ``linear_sum_assignment``), once among boxes and detections of the same class
-    (``found``) and once whatever the classes (``found_any_class``); ``found_of_boxes``: the
-    boxes counted. ``None`` with no boxes.
+    visibility >= 0.5, ``occluded``: below), and ``hidden``: the occluded boxes of visibility
+    0 (flickered out, wholly behind something), which only a memory can find. A detection
+    finds at most one box: per frame the pairs are the one-to-one assignment of largest
+    total IoU (scipy's ``linear_sum_assignment``), once among boxes and detections of the
+    same class (``found``) and once whatever the classes (``found_any_class``);
+    ``found_of_boxes``: the boxes counted. ``None`` with no boxes.
     """
     from scipy.optimize import linear_sum_assignment
     from torchvision.ops import box_iou
 
-    counts = {n: {"boxes": 0, "found": 0, "found_any_class": 0} for n in ("visible", "occluded")}
+    names = ("visible", "occluded", "hidden")
+    counts = {n: {"boxes": 0, "found": 0, "found_any_class": 0} for n in names}
 
     def pairs(overlap: np.ndarray) -> np.ndarray:
         """(M, N) IoU, 0 where not allowed -> which of the M boxes are paired."""
@@ -292,13 +297,14 @@ def found_by_visibility(
             real = ~t["ignore"]
             boxes, labels = t["boxes"][real], t["labels"][real]
             occluded = (t["visibility"][real] < OCCLUDED_BELOW).numpy()
+            hidden = (t["visibility"][real] <= 0).numpy()
             keep = d["scores"] >= conf
             found = np.zeros((2, len(boxes)), bool)
             if len(boxes) and keep.any():
                 overlap = box_iou(boxes, d["boxes"][keep].float()).numpy()
                 same = (labels[:, None] == d["labels"][keep][None]).numpy()
                 found = np.stack([pairs(overlap * same), pairs(overlap)])
-            for name, part in (("visible", ~occluded), ("occluded", occluded)):
+            for name, part in (("visible", ~occluded), ("occluded", occluded), ("hidden", hidden)):
                 c = counts[name]
                 c["boxes"] += int(part.sum())
                 c["found"] += int(found[0, part].sum())

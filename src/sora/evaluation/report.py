@@ -123,13 +123,16 @@ def _found_table(vis: dict, threshold: float | None) -> str:
     if "found_at_threshold" not in vis.get("occluded", {}):
         return ""
     found = ("found_at_threshold", "found_any_class_at_threshold")
+    parts = list(vis.items())
+    if "hidden" in vis["occluded"]:  # evaluations written before it have none
+        parts.append(("hidden (visibility 0, of the occluded)", vis["occluded"]["hidden"]))
     return (
         f"<h3>Found at the best-F1 threshold ({threshold:.2f}, IoU 0.5)</h3>"
         + table(
             ["boxes", "count (not ignored)", "found with their class", "found, any class"],
             [
                 [k, v["found_of_boxes"], *(("-" if v[f] is None else v[f]) for f in found)]
-                for k, v in vis.items()
+                for k, v in parts
             ],
         )
         + "<p>An occluded subset's AP counts every false positive of the frame against its "

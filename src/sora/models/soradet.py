@@ -101,6 +101,8 @@ class SoraDet(RunStreaming, nn.Module):
             raise ValueError(f"detect.strides must be a non-empty subset of {DET_STRIDES}")
         if cfg.fpn_dim % 8:
             raise ValueError(f"detect.fpn_dim must be a multiple of 8, got {cfg.fpn_dim}")
+        if not 0 <= cfg.memory_warmup < 1:
+            raise ValueError(f"detect.memory_warmup must be in [0, 1), got {cfg.memory_warmup}")
         if model.num_classes < 1:
             raise ValueError(f"model.num_classes must be >= 1, got {model.num_classes}")
         self.cfg = cfg

@@ -277,6 +277,26 @@ class _MidEpochCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
+class EarlyStoppingAfterWarmup(EarlyStopping):
+    """Lightning's ``EarlyStopping`` that starts counting once the module's memory is on: a
+    module with ``memory_on()`` (the detector's ``detect.memory_warmup``) returning False is
+    not checked, so a plateau of the warm-up's per-frame network cannot end the training
+    before the recurrent cells have joined it."""
+
+    @staticmethod
+    def _warming_up(pl_module: L.LightningModule) -> bool:
+        memory_on = getattr(pl_module, "memory_on", None)
+        return memory_on is not None and not memory_on()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._warming_up(pl_module):
+            super().on_validation_end(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._warming_up(pl_module):
+            super().on_train_epoch_end(trainer, pl_module)
+
+
 def write_metrics_csv(path: Path, rows: list[dict[str, float]]) -> None:
     buffer = io.StringIO()
     columns = [c for c in METRIC_COLUMNS if any(c in r for r in rows)] or METRIC_COLUMNS
@@ -399,7 +419,9 @@ def train(
             )
         )
     if t.early_stop_patience > 0:
-        callbacks.append(EarlyStopping(monitor, mode="max", patience=t.early_stop_patience))
+        callbacks.append(
+            EarlyStoppingAfterWarmup(monitor, mode="max", patience=t.early_stop_patience)
+        )
     on_gpu = torch.cuda.is_available() and t.accelerator in ("auto", "gpu", "cuda")
     with quiet_lightning():
         trainer = L.Trainer(
