@@ -652,3 +652,29 @@ def test_frame_dropout_hides_frames_but_keeps_the_boxes(det_data):
     torch.testing.assert_close(b["video"][gap[0]], median)
     for t, u in zip(a["targets"], b["targets"], strict=True):
         assert torch.equal(t["boxes"], u["boxes"])
+
+
+def test_resume_of_a_run_saved_before_memory_warmup_existed(det_run, det_data, tmp_path):
+    """A run whose checkpoint and config.yaml have no ``detect.memory_warmup`` resumes as it
+    was trained (cells from the first step, 0), instead of being refused as another config
+    or switched to the newer default."""
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(det_run, run)
+    last = run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    del ckpt["hyper_parameters"]["config"]["detect"]["memory_warmup"]
+    torch.save(ckpt, last)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    del config["detect"]["memory_warmup"]
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    proc = run_sora(
+        "train", "--data", det_data, "--out", run, "--resume", "--epochs", 2, "--quiet", *TINY_SETS
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load((run / "config.yaml").read_text())["detect"]["memory_warmup"] == 0.0
+    assert len((run / "metrics.csv").read_text().splitlines()) == 3  # header, epochs 0 and 1

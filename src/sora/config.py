@@ -192,6 +192,12 @@ class DetectConfig:
     memory_warmup: float = 0.5
 
 
+#: For keys added to a section after runs were saved without them: the value that gives
+#: those runs' behaviour (``memory_warmup`` was 0, the cells trained from the first step).
+#: ``sora train --resume`` continues such a run with these values.
+ADDED_LATER: dict[str, dict[str, object]] = {"detect": {"memory_warmup": 0.0}}
+
+
 @dataclass
 class PretrainConfig:
     """Self-supervised pretraining (``task: pretrain``, :mod:`sora.tasks.pretrain`).

@@ -33,7 +33,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from sora.config import Config, save_config
+from sora.config import ADDED_LATER, Config, save_config
 from sora.errors import CheckpointError, DatasetError
 from sora.io.files import atomic_write_bytes, atomic_write_text
 from sora.models.store import save_model
@@ -354,6 +354,15 @@ def train(
                 raise CheckpointError("nothing to resume: checkpoints/last.ckpt is missing", out)
         elif out.exists() and any(out.iterdir()):
             raise FileExistsError(f"{out}: already holds files; use --resume or another --out")
+    saved: dict = {}
+    if resume:
+        ckpt = load_checkpoint_file(last)
+        saved = ckpt.get("hyper_parameters", {}).get("config", {})
+        for section, keys in ADDED_LATER.items():  # keys the run was saved without
+            for key, old in keys.items():
+                if section in saved and key not in saved[section]:
+                    saved[section][key] = old
+                    setattr(getattr(config, section), key, old)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     dm, module, classes = _task(config, Path(data))
     sampling = getattr(dm, "sampling", None)  # what data.fit chose (classify, pretrain)
@@ -369,8 +378,6 @@ def train(
         if _rank() == 0:
             print(f"init: {len(loaded)} tensors (all but the head) from {init}", flush=True)
     if resume:
-        ckpt = load_checkpoint_file(last)
-        saved = ckpt.get("hyper_parameters", {}).get("config", {})
         mine = config.to_dict()
         # runs saved before the task/detect sections existed have neither: defaults then
         same = (
