@@ -64,6 +64,7 @@ def main() -> int:
         torch.manual_seed(0)
         c = copy.deepcopy(config)
         c.detect.temporal = temporal
+        c.detect.memory_warmup = 0.0  # the per-frame start is the warm-up: cells from step 1
         model = SoraDet(c.model, c.detect)
         model.load_state_dict(base.state_dict(), strict=False)  # the ConvGRU cells are new
         clips = soradet_set if temporal == "convgru" else train_set
