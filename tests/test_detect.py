@@ -654,10 +654,11 @@ def test_frame_dropout_hides_frames_but_keeps_the_boxes(det_data):
         assert torch.equal(t["boxes"], u["boxes"])
 
 
-def test_resume_of_a_run_saved_before_memory_warmup_existed(det_run, det_data, tmp_path):
-    """A run whose checkpoint and config.yaml have no ``detect.memory_warmup`` resumes as it
-    was trained (cells from the first step, 0), instead of being refused as another config
-    or switched to the newer default."""
+@pytest.mark.parametrize(("key", "resumed_with"), [("memory_warmup", 0.0), ("frame_dropout", 0.0)])
+def test_resume_of_a_run_saved_before_a_key_existed(det_run, det_data, tmp_path, key, resumed_with):
+    """A run whose checkpoint and config.yaml lack a ``detect`` key added later resumes as it
+    was trained instead of being refused as another config: ``memory_warmup`` with 0 (cells
+    from the first step), not the newer default 0.5; ``frame_dropout`` with its default."""
     import shutil
 
     import yaml
@@ -666,15 +667,35 @@ def test_resume_of_a_run_saved_before_memory_warmup_existed(det_run, det_data, t
     shutil.copytree(det_run, run)
     last = run / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
-    del ckpt["hyper_parameters"]["config"]["detect"]["memory_warmup"]
+    del ckpt["hyper_parameters"]["config"]["detect"][key]
     torch.save(ckpt, last)
     config = yaml.safe_load((run / "config.yaml").read_text())
-    del config["detect"]["memory_warmup"]
+    del config["detect"][key]
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     proc = run_sora(
         "train", "--data", det_data, "--out", run, "--resume", "--epochs", 2, "--quiet", *TINY_SETS
     )
     assert proc.returncode == 0, proc.stderr
-    assert yaml.safe_load((run / "config.yaml").read_text())["detect"]["memory_warmup"] == 0.0
+    assert yaml.safe_load((run / "config.yaml").read_text())["detect"][key] == resumed_with
     assert len((run / "metrics.csv").read_text().splitlines()) == 3  # header, epochs 0 and 1
+
+
+def test_resume_with_another_detect_config_is_refused(det_run, det_data, tmp_path):
+    """Keys the run has are still compared: another value is a one-line error, nothing run."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(det_run, run)
+    before = (run / "metrics.csv").read_text()
+    proc = run_sora(
+        "train", "--data", det_data, "--out", run, "--resume", "--epochs", 2, "--quiet",
+        *TINY_SETS, "--set", "detect.head_convs=3",
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip().endswith(
+        "the run was trained with another model config or class list; "
+        "resume with the run's config.yaml"
+    )
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert (run / "metrics.csv").read_text() == before

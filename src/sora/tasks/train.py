@@ -379,9 +379,10 @@ def train(
             print(f"init: {len(loaded)} tensors (all but the head) from {init}", flush=True)
     if resume:
         mine = config.to_dict()
-        # runs saved before the task/detect sections existed have neither: defaults then
+        # runs saved before a section or a key of it existed lack them: those are not
+        # compared (the defaults, which kept the behaviour when they came, or ADDED_LATER)
         same = (
-            all(saved.get(k, mine[k]) == mine[k] for k in ("model", "detect", "anomaly"))
+            all({**mine[k], **saved.get(k, {})} == mine[k] for k in ("model", "detect", "anomaly"))
             and saved.get("task", "classify") == mine["task"]
         )
         if not same or ckpt["hyper_parameters"].get("classes") != classes:
