@@ -361,7 +361,6 @@ def train(
         for section, keys in ADDED_LATER.items():  # keys the run was saved without
             for key, old in keys.items():
                 if section in saved and key not in saved[section]:
-                    saved[section][key] = old
                     setattr(getattr(config, section), key, old)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     dm, module, classes = _task(config, Path(data))
