@@ -7,7 +7,8 @@ per-frame models 64 frames drawn from the same clips) and the same **wall-time b
 (``--seconds``) on this machine, all from scratch (no downloads). Then every test sequence
 is streamed whole and scored with the same COCO evaluation as ``sora eval``
 (``sora.evaluation.detection.score_sequences``): mAP50, mAP@[.5:.95], and mAP50 on the
-visible (visibility >= 0.5) and occluded (< 0.5) boxes. Costs: GFLOPs per frame
+visible (visibility >= 0.5) and occluded (< 0.5) boxes, and the share of the wholly hidden
+boxes (visibility 0) that a box scoring >= 0.3 finds (IoU 0.5, any class). Costs: GFLOPs per frame
 (FlopCounterMode) and streamed frames/s at batch 1 (detection included, decode excluded).
 
     python benchmarks/detection.py [--seconds 300] [--only SoraDet per-frame]
@@ -27,10 +28,11 @@ from torch import nn
 
 from sora.config import default_config
 from sora.data import synth_det
+from sora.data.detection import drop_frames
 from sora.data.mot import FrameStore, read_split
-from sora.evaluation.detection import detect_sequence, score_sequences
+from sora.evaluation.detection import detect_sequence, found_by_visibility, score_sequences
 from sora.inference.detector import Detector
-from sora.models.soradet import SoraDet, detection_loss
+from sora.models.soradet import SoraDet, video_detection_loss
 from sora.models.summary import count_flops
 from sora.tasks.detection import clip_dataset
 
@@ -97,9 +99,11 @@ def train_budget(
         targets = [t for it in items for t in it["targets"]]
         if isinstance(model, SoraDet):
             memory = done >= model.cfg.memory_warmup
+            if memory and model.cells is not None:
+                video = drop_frames(video, model.cfg.frame_dropout, g)
             out, _ = model.run(video, memory=memory)
             flat = {k: v.flatten(0, 1) for k, v in out.items()}
-            loss = detection_loss(model, flat, targets, *video.shape[-2:])["loss"]
+            loss = video_detection_loss(model, flat, targets, *video.shape[-2:])["loss"]
         else:
             images = list((video.flatten(0, 1) * std + mean).clamp(0, 1))
             tv_targets = [
@@ -159,6 +163,10 @@ def run_one(name: str, args, train_set, test, classes, log) -> dict:
         config.detect.temporal = "convgru" if name == "SoraDet" else "none"
         if args.memory_warmup is not None:
             config.detect.memory_warmup = args.memory_warmup
+        if args.forecast is not None:
+            config.detect.forecast = args.forecast
+        if args.frame_dropout is not None:
+            config.detect.frame_dropout = args.frame_dropout
         model = SoraDet(config.model, config.detect)
         fit = train_budget(
             name, model, train_set, args.seconds, args.lr, log, args.steps, args.seed
@@ -169,7 +177,7 @@ def run_one(name: str, args, train_set, test, classes, log) -> dict:
 
         save_model(model, config, classes, run / "model")
         detector = Detector(run, device="cpu")
-        metrics, _, _ = score_sequences(test, lambda seq: detect_sequence(detector, seq))
+        metrics, _, dets = score_sequences(test, lambda seq: detect_sequence(detector, seq))
         frame = torch.zeros(1, 3, h, w)
         state = model.init_state(1)
         gflops = count_flops(model.step, frame, state) / 1e9
@@ -186,17 +194,19 @@ def run_one(name: str, args, train_set, test, classes, log) -> dict:
             name, model, train_set, args.seconds, args.lr, log, args.steps, args.seed
         )
         model.eval()
-        metrics, _, _ = score_sequences(test, tv_detect(model, name, (h, w)))
+        metrics, _, dets = score_sequences(test, tv_detect(model, name, (h, w)))
         frame = [torch.zeros(3, test[0].height, test[0].width)]
         gflops = count_flops(model, frame) / 1e9
         fps = stream_fps(lambda x: model(x), frame)
     vis = metrics["visibility"]
+    hidden = found_by_visibility(test, dets, 0.3)["hidden"]
     row = {
         "name": name,
         "map50": metrics["map_50"],
         "map": metrics["map"],
         "visible50": vis["visible"]["map_50"],
         "occluded50": vis["occluded"]["map_50"],
+        "hidden_found": hidden["found_any_class_at_threshold"],
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "gflops": gflops,
         "stream_fps": fps,
@@ -208,12 +218,17 @@ def run_one(name: str, args, train_set, test, classes, log) -> dict:
 
 def table(rows: list[dict]) -> str:
     head = (
-        "| model | test mAP50 | mAP@[.5:.95] | mAP50 visible | mAP50 occluded | params (M) "
-        "| GFLOPs/frame | streamed frames/s | steps in budget |\n|---|---|---|---|---|---|---|---|---|\n"
+        "| model | test mAP50 | mAP@[.5:.95] | mAP50 visible | mAP50 occluded | hidden found "
+        "| params (M) | GFLOPs/frame | streamed frames/s | steps in budget |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
+
+    def hidden(r: dict) -> str:
+        return "–" if r.get("hidden_found") is None else f"{r['hidden_found']:.3f}"
+
     return head + "\n".join(
         f"| {r['name']} | {r['map50']:.3f} | {r['map']:.3f} | {r['visible50']:.3f} "
-        f"| {r['occluded50']:.3f} | {r['params_m']:.2f} | {r['gflops']:.3f} "
+        f"| {r['occluded50']:.3f} | {hidden(r)} | {r['params_m']:.2f} | {r['gflops']:.3f} "
         f"| {r['stream_fps']:.0f} | {r['steps']} |"
         for r in rows
     )
@@ -248,6 +263,14 @@ def main() -> int:
         type=float,
         help="share of SoraDet's budget trained without its recurrent cells "
         "(default: detect.memory_warmup)",
+    )
+    p.add_argument(
+        "--forecast", type=float, help="SoraDet's forecast loss weight (default: detect.forecast)"
+    )
+    p.add_argument(
+        "--frame-dropout",
+        type=float,
+        help="SoraDet's frame dropout once its cells are on (default: detect.frame_dropout)",
     )
     p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = p.parse_args()

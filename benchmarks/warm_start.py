@@ -55,8 +55,6 @@ def main() -> int:
     labels = dataset_labels(data)
     config0 = default_config("detect")
     train_set = clip_dataset(config0, read_split(data, "train"), train=True)
-    config0.detect.frame_dropout = args.frame_dropout
-    soradet_set = clip_dataset(config0, read_split(data, "train"), train=True)
     val, test = read_split(data, "val", labels), read_split(data, "test", labels)
     base, config, classes = load_model(work / "per-frame" / "model")
     rows = []
@@ -65,10 +63,10 @@ def main() -> int:
         c = copy.deepcopy(config)
         c.detect.temporal = temporal
         c.detect.memory_warmup = 0.0  # the per-frame start is the warm-up: cells from step 1
+        c.detect.frame_dropout = args.frame_dropout  # train_budget applies it to SoraDet only
         model = SoraDet(c.model, c.detect)
         model.load_state_dict(base.state_dict(), strict=False)  # the ConvGRU cells are new
-        clips = soradet_set if temporal == "convgru" else train_set
-        fit = train_budget(name, model, clips, args.seconds, args.lr, lambda *_: None)
+        fit = train_budget(name, model, train_set, args.seconds, args.lr, lambda *_: None)
         model.eval()
         tag = f"-dropout{args.frame_dropout:g}" if args.frame_dropout else ""
         out = work / (f"warm-SoraDet{tag}" if temporal == "convgru" else "per-frame-continued")

@@ -203,6 +203,34 @@ def test_streaming_equals_offline(temporal):
         4,
     )
     assert (model.cells is None) == (temporal == "none")
+    if temporal == "none":
+        return
+    # the forecast (on by default) is marked valid wherever there was a state: not on a
+    # fresh stream's first frame, but on the first frame of a chunk that carries one; and
+    # the forecast of frame t does not depend on frame t
+    with torch.no_grad():
+        first, state = model.step(clip[:, 0], model.init_state(2))
+        second, _ = model.step(clip[:, 1], state)
+        assert first["forecast_valid"].tolist() == [False, False]
+        assert second["forecast_valid"].tolist() == [True, True]
+        _, state = model.run(clip[:, :2])
+        rest, _ = model.run(clip[:, 2:], state)
+    assert offline["forecast_valid"].tolist() == [[False] + [True] * 4] * 2
+    assert rest["forecast_valid"].all()
+    torch.testing.assert_close(
+        rest["forecast_cls_logits"], offline["forecast_cls_logits"][:, 2:], atol=1e-5, rtol=1e-4
+    )
+    # the forecast of frame t does not look at frame t
+    changed = clip.clone()
+    changed[:, 3] = torch.randn_like(changed[:, 3])
+    with torch.no_grad():
+        again = model(changed)
+    torch.testing.assert_close(
+        again["forecast_cls_logits"][:, 3], offline["forecast_cls_logits"][:, 3]
+    )
+    assert not torch.allclose(
+        again["forecast_cls_logits"][:, 4], offline["forecast_cls_logits"][:, 4]
+    )
 
 
 def open_gates(model: SoraDet) -> None:
@@ -222,12 +250,15 @@ def test_an_untrained_soradet_is_its_per_frame_ablation():
     ablation = SoraDet(config.model, tiny_det_config(**{"detect.temporal": "none"}).detect)
     missing, unexpected = ablation.load_state_dict(recurrent.state_dict(), strict=False)
     assert (
-        not missing and unexpected and all(k.startswith(("cells.", "gates.")) for k in unexpected)
+        not missing
+        and unexpected
+        and all(k.startswith(("cells.", "gates.", "forecast.")) for k in unexpected)
     )
     clip = torch.randn(1, 4, 3, 48, 64)
     with torch.no_grad():
         a, b = recurrent(clip), ablation.eval()(clip)
-        for k in a:
+        assert set(a) - set(b) == {f"forecast_{k}" for k in (*b, "valid")}
+        for k in b:
             torch.testing.assert_close(a[k], b[k])
         open_gates(recurrent)
         assert not torch.allclose(recurrent(clip)["cls_logits"], b["cls_logits"])
@@ -261,6 +292,112 @@ def test_without_memory_the_model_is_its_ablation_whatever_the_gates():
     assert state == {}
     for k in out:
         torch.testing.assert_close(out[k], expected[k])
+
+
+def test_no_forecast_without_cells_or_without_memory():
+    """The per-frame ablation stays one switch (``temporal: none`` builds no forecast head),
+    and the warm-up's ``memory=False`` runs give no forecast."""
+    config = tiny_det_config(**{"detect.temporal": "none", "detect.forecast": 1.0})
+    ablation = SoraDet(config.model, config.detect)
+    assert ablation.forecast is None and "forecast_valid" not in ablation(
+        torch.zeros(1, 2, 3, 48, 64)
+    )
+    config = tiny_det_config(**{"detect.forecast": 1.0})
+    model = SoraDet(config.model, config.detect)
+    out, _ = model.run(torch.zeros(1, 2, 3, 48, 64), memory=False)
+    assert set(out) == {"cls_logits", "bbox_regression", "bbox_ctrness"}
+    assert SoraDet(config.model, tiny_det_config(**{"detect.forecast": 0}).detect).forecast is None
+    assert SoraDet(config.model, tiny_det_config().detect).forecast is not None  # the default
+    with pytest.raises(ValueError, match="detect.forecast must be >= 0"):
+        SoraDet(config.model, apply_overrides(config, ["detect.forecast=-1"]).detect)
+
+
+def outputs_with(model: SoraDet, boxes: dict[str, list[tuple[int, int, float]]], a: int) -> dict:
+    """Hand-made outputs of one frame: for each of ``""`` (the main head) and
+    ``"forecast_"``, (anchor, class, logit) triples; everything else at -20."""
+    k = model.num_classes
+    out = {}
+    for prefix in ("", "forecast_"):
+        logits = torch.full((1, a, k), -20.0)
+        for anchor, c, logit in boxes.get(prefix, []):
+            logits[0, anchor, c] = logit
+        out[prefix + "cls_logits"] = logits
+        out[prefix + "bbox_regression"] = torch.ones(1, a, 4)
+        out[prefix + "bbox_ctrness"] = torch.full((1, a, 1), 20.0)
+    out["forecast_valid"] = torch.tensor([True])
+    return out
+
+
+def test_forecast_boxes_fill_in_where_no_detection_is():
+    """A forecast box that a detection of its class covers is dropped; one where nothing is
+    detected joins the output, marked, with its score times ``detect.forecast_score``."""
+    config = tiny_det_config(**{"detect.forecast": 1.0, "detect.forecast_score": 0.5})
+    model = SoraDet(config.model, config.detect)
+    anchors, _, _ = model.anchors(48, 64)
+    a = len(anchors)
+    out = outputs_with(model, {"": [(0, 1, 5.0)], "forecast_": [(0, 1, 5.0), (20, 2, 5.0)]}, a)
+    (d,) = model.detect(out, 48, 64)
+    assert d["forecast"].tolist() == [False, True]
+    assert d["labels"].tolist() == [1, 2]
+    p = float(torch.sigmoid(torch.tensor(5.0)) * torch.sigmoid(torch.tensor(20.0))) ** 0.5
+    torch.testing.assert_close(d["scores"], torch.tensor([p, 0.5 * p]))
+    expected = model.box_coder.decode(torch.ones(1, 4), anchors[20:21])
+    torch.testing.assert_close(d["boxes"][1:], clip_xyxy(expected, 48, 64))
+    # another class at the same place is not covered (class-wise), unless NMS is agnostic
+    out = outputs_with(model, {"": [(0, 1, 5.0)], "forecast_": [(0, 2, 5.0)]}, a)
+    assert model.detect(out, 48, 64)[0]["forecast"].tolist() == [False, True]
+    model.cfg.agnostic_nms = True
+    assert model.detect(out, 48, 64)[0]["forecast"].tolist() == [False]
+    # not valid (no past) or forecast_score 0: the main detections only
+    out["forecast_valid"][0] = False
+    model.cfg.agnostic_nms = False
+    assert model.detect(out, 48, 64)[0]["forecast"].tolist() == [False]
+    out["forecast_valid"][0] = True
+    model.cfg.forecast_score = 0.0
+    assert model.detect(out, 48, 64)[0]["forecast"].tolist() == [False]
+
+
+def clip_xyxy(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    from torchvision.ops import clip_boxes_to_image
+
+    return clip_boxes_to_image(boxes, (height, width))
+
+
+def test_the_forecast_loss_trains_the_head_and_the_cells_on_frames_with_a_past():
+    from sora.models.soradet import video_detection_loss
+
+    torch.manual_seed(0)
+    config = tiny_det_config(**{"detect.forecast": 0.5})
+    model = SoraDet(config.model, config.detect)
+    clip = torch.randn(1, 3, 3, 48, 64)
+    box = {
+        "boxes": torch.tensor([[10.0, 10.0, 30.0, 30.0]]),
+        "labels": torch.tensor([1]),
+        "ignore": torch.tensor([False]),
+    }
+    empty = {
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.long),
+        "ignore": torch.zeros(0, dtype=torch.bool),
+    }
+    out = {k: v.flatten(0, 1) for k, v in model(clip).items()}
+    # the box on the first frame only: no forecast target (that frame has no past)
+    losses = video_detection_loss(model, out, [box, empty, empty], 48, 64)
+    main = detection_loss(model, out, [box, empty, empty], 48, 64)
+    torch.testing.assert_close(losses["loss"], main["loss"] + 0.5 * losses["forecast"])
+    fc = {
+        k[len("forecast_") :]: v[1:]
+        for k, v in out.items()
+        if k.startswith("forecast_") and k != "forecast_valid"
+    }
+    torch.testing.assert_close(
+        losses["forecast"], detection_loss(model, fc, [empty, empty], 48, 64)["loss"]
+    )
+    losses = video_detection_loss(model, out, [empty, empty, box], 48, 64)
+    losses["forecast"].backward()
+    assert model.forecast.out.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.cells.parameters())
+    assert model.cls_head.cls_logits.weight.grad is None  # the forecast loss alone
 
 
 def bare_trainer(epochs: int, callback):
@@ -462,6 +599,9 @@ def test_eval_report_and_predict(det_run, det_data, tmp_path):
         check=True,
     ).stdout.splitlines()
     assert len(lines) == 16 and json.loads(lines[0])["frame"] == 1
+    rows = [json.loads(line)["detections"] for line in lines]
+    assert all(isinstance(d["forecast"], bool) for frame in rows for d in frame)
+    assert not any(d["forecast"] for d in rows[0])  # a fresh stream has no past to forecast
     from sora.io.video import probe
 
     meta = probe(video)
@@ -636,22 +776,58 @@ def test_detect_demo_end_to_end_keeps_earlier_runs(tmp_path):
     )
 
 
-def test_frame_dropout_hides_frames_but_keeps_the_boxes(det_data):
-    seq = read_split(det_data, "train")[0]
-    kwargs = dict(size=(48, 64), clip_len=6, stride=6, train=True, cache=False)
-    plain = DetectionClipDataset([seq], **kwargs)
+def test_frame_dropout_hides_frames_of_a_batch():
+    """Each clip gets 1-2 consecutive frames (never the first) replaced by its per-pixel
+    median; p=0 and 2-frame clips are left alone; the input is not changed."""
+    from sora.data.detection import drop_frames
+
     torch.manual_seed(0)
-    dropped = DetectionClipDataset([seq], frame_dropout=1.0, **kwargs)
-    a, b = plain[0], dropped[0]
-    same = [torch.equal(x, y) for x, y in zip(a["video"], b["video"], strict=True)]
-    assert same[0] and 1 <= same.count(False) <= 2  # never the first frame; 1-2 frames
-    gap = [k for k, s in enumerate(same) if not s]
-    assert gap == list(range(gap[0], gap[-1] + 1))  # consecutive
-    frames = torch.stack([dropped.stores[0].get(f) for f in dropped.items[0][1]])
-    median = (frames.median(0).values.float() / 255 - dropped.mean[0]) / dropped.std[0]
-    torch.testing.assert_close(b["video"][gap[0]], median)
-    for t, u in zip(a["targets"], b["targets"], strict=True):
-        assert torch.equal(t["boxes"], u["boxes"])
+    video = torch.randn(4, 6, 3, 8, 10)
+    before = video.clone()
+    dropped = drop_frames(video, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(video, before)
+    for j in range(4):
+        same = [torch.equal(x, y) for x, y in zip(video[j], dropped[j], strict=True)]
+        assert same[0] and 1 <= same.count(False) <= 2
+        gap = [k for k, s in enumerate(same) if not s]
+        assert gap == list(range(gap[0], gap[-1] + 1))  # consecutive
+        torch.testing.assert_close(dropped[j, gap[0]], video[j].median(0).values)
+    assert drop_frames(video, 0.0) is video
+    assert torch.equal(drop_frames(video[:, :2], 1.0), video[:, :2])
+
+
+@pytest.mark.filterwarnings("ignore:.*LeafSpec")
+def test_frame_dropout_only_once_the_memory_is_on(det_data):
+    """Training clips lose frames only after the warm-up (a per-frame network has no memory
+    to find them with, and the per-frame ablation never loses any)."""
+    import lightning as L
+
+    from sora.tasks.detection import DetectionDataModule, VideoDetector
+
+    torch.manual_seed(0)
+    config = tiny_det_config(
+        **{"detect.memory_warmup": 0.5, "detect.frame_dropout": 1.0, "train.epochs": 2}
+    )
+    dm = DetectionDataModule(config, det_data)
+    dm.setup()
+    module = VideoDetector(config.to_dict(), dm.classes)
+    seen = []
+    run = module.model.run
+
+    def spy(video, state=None, *, memory=True):
+        seen.append((memory, video.clone()))
+        return run(video, state, memory=memory)
+
+    class Batch(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(("batch", batch["video"].clone()))
+
+    module.model.run = spy
+    bare_trainer(2, Batch()).fit(module, datamodule=dm)
+    pairs = [(seen[k][1], seen[k + 1]) for k in range(len(seen) - 1) if seen[k][0] == "batch"]
+    assert {m for _, (m, _) in pairs} == {False, True}
+    for given, (memory, used) in pairs:
+        assert torch.equal(given, used) != memory  # dropped exactly when the memory is on
 
 
 @pytest.mark.parametrize(("key", "resumed_with"), [("memory_warmup", 0.0), ("frame_dropout", 0.0)])
@@ -699,3 +875,23 @@ def test_resume_with_another_detect_config_is_refused(det_run, det_data, tmp_pat
     )
     assert len(proc.stderr.strip().splitlines()) == 1
     assert (run / "metrics.csv").read_text() == before
+
+
+def test_a_saved_model_without_a_later_key_loads_as_it_was_trained(det_run, tmp_path):
+    """A model folder written before a ``detect`` key existed gets the key's ADDED_LATER
+    value (how it was trained), not today's default."""
+    import shutil
+
+    import yaml
+
+    from sora.config import ADDED_LATER, DetectConfig
+    from sora.models.store import load_model
+
+    folder = tmp_path / "model"
+    shutil.copytree(det_run / "model", folder)
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    del config["detect"]["memory_warmup"]
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    _, loaded, _ = load_model(folder)
+    assert loaded.detect.memory_warmup == ADDED_LATER["detect"]["memory_warmup"] == 0.0
+    assert DetectConfig().memory_warmup == 0.5

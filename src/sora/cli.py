@@ -382,6 +382,7 @@ def cmd_predict_detect(args) -> int:
                 rows = list(
                     zip(fd.boxes.tolist(), fd.scores.tolist(), fd.labels.tolist(), strict=True)
                 )
+                memory = [False] * len(rows) if fd.forecast is None else fd.forecast.tolist()
                 frame = fd.index + 1
                 if fmt == "mot":
                     for b, sc, c in rows:
@@ -405,8 +406,9 @@ def cmd_predict_detect(args) -> int:
                             "score": round(sc, 4),
                             "label": detector.classes[c],
                             "class_id": c + 1,
+                            "forecast": m,
                         }
-                        for b, sc, c in rows
+                        for (b, sc, c), m in zip(rows, memory, strict=True)
                     ]
                     print(
                         json.dumps(
@@ -420,7 +422,9 @@ def cmd_predict_detect(args) -> int:
                         flush=True,
                     )
                 if annotator is not None:
-                    video.write(annotator.draw(fd.image, fd.boxes, fd.scores, fd.labels))
+                    video.write(
+                        annotator.draw(fd.image, fd.boxes, fd.scores, fd.labels, fd.forecast)
+                    )
     return 0
 
 

@@ -161,15 +161,22 @@ class DetectConfig:
         ``val_map50`` or ``val_map`` (COCO's mAP@[.5:.95]: keeps rising while the boxes get
         tighter, when mAP50 has flattened, e.g. with classes that are rare in val).
     hflip: mirror training clips left-right with probability 0.5.
-    frame_dropout: with this probability a training clip has 1-2 consecutive frames (never
-        the first) replaced by the clip's per-pixel median, in which moving objects vanish
-        and the background stays; the boxes are kept, so the model learns to carry objects
-        through a gap from memory (a per-frame model cannot). 0 turns it off.
+    frame_dropout: once the memory is on (after ``memory_warmup``), the probability that a
+        training clip has 1-2 consecutive frames (never the first) replaced by the clip's
+        per-pixel median, in which moving objects vanish and the background stays; the boxes
+        are kept, so the memory learns to carry objects through a gap. Never applied to the
+        per-frame ablation (no memory: it would only be wrong labels). 0 turns it off.
     memory_warmup: the share of the training steps run without the recurrent cells (the
         per-frame network, faster per step); the cells join after it, their gates at 0, so
         the memory starts from a trained detector and only comes in as far as it helps.
         Early stopping does not count the warm-up's epochs. 0 trains the cells from the
         first step.
+    forecast: weight of the forecast loss: a light head on each level's hidden state before
+        the frame is trained on the frame's boxes, so the state carries the objects, seen or
+        not, and its boxes that no detection covers join the output (marked ``forecast``).
+        Without it the memory carries nothing. 0 turns it off (no forecast head).
+    forecast_score: the forecast boxes' scores are multiplied by this when they join the
+        output (0: the forecast is trained but not output).
     """
 
     size: list[int] = field(default_factory=lambda: [96, 128])
@@ -188,14 +195,30 @@ class DetectConfig:
     agnostic_nms: bool = False
     monitor: str = "val_map50"
     hflip: bool = True
-    frame_dropout: float = 0.0
+    frame_dropout: float = 0.5
     memory_warmup: float = 0.5
+    forecast: float = 1.0
+    forecast_score: float = 1.0
 
 
 #: For keys added to a section after runs were saved without them: the value that gives
-#: those runs' behaviour (``memory_warmup`` was 0, the cells trained from the first step).
+#: those runs' behaviour and architecture (before these keys the cells trained from the
+#: first step, with no forecast head and no frame dropout).
 #: ``sora train --resume`` continues such a run with these values.
-ADDED_LATER: dict[str, dict[str, object]] = {"detect": {"memory_warmup": 0.0}}
+ADDED_LATER: dict[str, dict[str, object]] = {
+    "detect": {"memory_warmup": 0.0, "forecast": 0.0, "frame_dropout": 0.0}
+}
+
+
+def with_added_later(values: dict) -> dict:
+    """A config dict written by Sora (a run's or a saved model's, which hold every key of
+    their time) with the :data:`ADDED_LATER` values filled in where a section lacks a key:
+    the run's behaviour and architecture as they were saved."""
+    values = dict(values)
+    for section, keys in ADDED_LATER.items():
+        if isinstance(values.get(section), dict):
+            values[section] = {**keys, **values[section]}
+    return values
 
 
 @dataclass
@@ -349,8 +372,10 @@ def config_from_dict(values: dict, source: str | None = None) -> Config:
     return _build(Config, values or {}, "", source)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a YAML config; unknown keys and wrong types are :class:`ConfigError`."""
+def load_config(path: str | Path, *, saved: bool = False) -> Config:
+    """Read a YAML config; unknown keys and wrong types are :class:`ConfigError`. ``saved``:
+    a config Sora wrote (a run's, a saved model's): keys it lacks take their
+    :data:`ADDED_LATER` values, not today's defaults."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("config file not found", path)
@@ -360,6 +385,8 @@ def load_config(path: str | Path) -> Config:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"not valid YAML{where}", path) from None
+    if saved and isinstance(values, dict):
+        values = with_added_later(values)
     return config_from_dict(values, str(path))
 
 

@@ -30,9 +30,8 @@ class DetectionClipDataset(Dataset):
         sequences: from :func:`sora.data.mot.read_split`.
         size: ``(height, width)`` of the frames given to the model.
         clip_len, stride: frames per clip and between clip starts (after subsampling).
-        train: random left-right mirror (``hflip``) of whole clips, and ``frame_dropout``:
-            the probability that 1-2 consecutive frames (never the first) are replaced by
-            the clip's per-pixel median (objects vanish, boxes kept).
+        train: random left-right mirror (``hflip``) of whole clips. (Frame dropout is
+            applied to batches, once the memory is on: :func:`drop_frames`.)
     """
 
     def __init__(
@@ -45,7 +44,6 @@ class DetectionClipDataset(Dataset):
         fps: float | None = None,
         train: bool = False,
         hflip: bool = False,
-        frame_dropout: float = 0.0,
         mean: Seq[float] = (0.485, 0.456, 0.406),
         std: Seq[float] = (0.229, 0.224, 0.225),
         cache: bool = True,
@@ -54,7 +52,6 @@ class DetectionClipDataset(Dataset):
         self.size = (int(size[0]), int(size[1]))
         self.clip_len = clip_len
         self.train, self.hflip = train, hflip
-        self.frame_dropout = frame_dropout
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
         self.stores = [FrameStore(s, self.size, cache) for s in self.sequences]
@@ -89,14 +86,27 @@ class DetectionClipDataset(Dataset):
             for t in targets:
                 b = t["boxes"]
                 t["boxes"] = torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], 1)
-        if self.train and self.frame_dropout and len(frames) > 2:
-            if torch.rand(()) < self.frame_dropout:
-                gap = int(torch.randint(1, 3, ()))
-                start = int(torch.randint(1, len(frames) - gap + 1, ()))
-                video = video.clone()
-                video[start : start + gap] = video.median(0).values
         x = (video.float() / 255 - self.mean) / self.std
         return {"video": x, "targets": targets, "index": i}
+
+
+def drop_frames(
+    video: torch.Tensor, p: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Frame dropout: ``(B, T, 3, H, W)`` -> a copy where each clip, with probability ``p``,
+    has 1-2 consecutive frames (never the first) replaced by the clip's per-pixel median over
+    time, in which moving objects vanish and the background stays. The boxes are kept, so
+    only a memory can find the objects there. Clips of 2 frames or fewer are left alone."""
+    b, t = video.shape[:2]
+    if not p or t <= 2:
+        return video
+    video = video.clone()
+    for j in range(b):
+        if torch.rand((), generator=generator) < p:
+            gap = int(torch.randint(1, 3, (), generator=generator))
+            start = int(torch.randint(1, t - gap + 1, (), generator=generator))
+            video[j, start : start + gap] = video[j].median(0).values
+    return video
 
 
 def collate(batch: list[dict]) -> dict:

@@ -78,6 +78,7 @@ def track_sequence(
                 boxes=np.asarray(d["boxes"], np.float32).reshape(-1, 4),
                 scores=np.asarray(d["scores"], np.float32),
                 labels=np.asarray(d["labels"], int),
+                forecast=None if "forecast" not in d else np.asarray(d["forecast"], bool),
             )
 
     return {ft.index: ft for ft in track_detections(frames(), tracker, conf=conf, nms_iou=nms_iou)}

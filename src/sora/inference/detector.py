@@ -27,14 +27,16 @@ from sora.models.store import load_model, resolve_model_dir
 @dataclass
 class FrameDetections:
     """Detections of one frame: ``boxes (n, 4)`` xyxy in the source's pixels, ``scores (n,)``,
-    ``labels (n,)`` 0-based class indices; ``image`` the frame as decoded (``(H, W, 3)``
-    uint8) when the source was a video, else ``None``."""
+    ``labels (n,)`` 0-based class indices, ``forecast (n,)`` bool: boxes the memory carries
+    where nothing is seen (``detect.forecast``; ``None``: not known); ``image`` the frame as
+    decoded (``(H, W, 3)`` uint8) when the source was a video, else ``None``."""
 
     index: int
     time: float
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
+    forecast: np.ndarray | None = None
     image: np.ndarray | None = None
 
 
@@ -173,5 +175,6 @@ class Detector:
                 boxes=d["boxes"].numpy(),
                 scores=d["scores"].numpy(),
                 labels=d["labels"].numpy(),
+                forecast=d["forecast"].numpy(),
                 image=fr.image if keep_images else None,
             )

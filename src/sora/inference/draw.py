@@ -91,8 +91,15 @@ class Annotator:
         return self.draw_tracks(ft.image, ft.boxes, ft.scores, ft.labels, ft.ids, notes)
 
     def draw(
-        self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray
+        self,
+        image: np.ndarray,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        labels: np.ndarray,
+        forecast: np.ndarray | None = None,
     ) -> np.ndarray:
+        """Boxes with ``class score`` labels; ``forecast`` boxes (the memory's, nothing of the
+        object seen) are labelled ``class score (memory)``."""
         canvas, k = self.canvas(image)
         if len(boxes) == 0:
             return canvas
@@ -101,8 +108,10 @@ class Annotator:
             confidence=np.asarray(scores, np.float32),
             class_id=np.asarray(labels, int),
         )
+        memory = np.zeros(len(boxes), bool) if forecast is None else np.asarray(forecast, bool)
         text = [
-            f"{self.classes[c]} {s:.2f}" for c, s in zip(det.class_id, det.confidence, strict=True)
+            f"{self.classes[c]} {s:.2f}" + (" (memory)" if m else "")
+            for c, s, m in zip(det.class_id, det.confidence, memory, strict=True)
         ]
         canvas = self.boxes.annotate(canvas, det)
         return self.labels.annotate(canvas, det, labels=text)

@@ -63,7 +63,7 @@ def load_model(folder: str | Path, map_location: str | torch.device = "cpu"):
         if not (folder / name).is_file():
             raise CheckpointError(f"not a saved Sora model: {name} is missing", folder)
     try:
-        config = load_config(folder / CONFIG)
+        config = load_config(folder / CONFIG, saved=True)
     except ConfigError as err:
         raise CheckpointError(f"bad {CONFIG}: {err.reason}", folder) from None
     try:

@@ -2,7 +2,8 @@
 
 Training clips are ``detect.clip_len`` frames: back-propagation through time is truncated
 at the clip (the recurrent state starts at zero in every clip). The first
-``detect.memory_warmup`` share of the steps skips the recurrent cells. Validation scores mAP50 on
+``detect.memory_warmup`` share of the steps skips the recurrent cells; after it, training
+clips get ``detect.frame_dropout``. Validation scores mAP50 on
 val clips with torchmetrics' ``MeanAveragePrecision`` (the COCO evaluation of
 ``faster_coco_eval``); the best checkpoint is the one with the highest ``val_map50``.
 """
@@ -18,10 +19,10 @@ from torch.utils.data import DataLoader
 from torchmetrics.detection import MeanAveragePrecision
 
 from sora.config import Config, config_from_dict
-from sora.data.detection import DetectionClipDataset, collate
+from sora.data.detection import DetectionClipDataset, collate, drop_frames
 from sora.data.mot import Sequence, class_names, read_split
 from sora.errors import DatasetError
-from sora.models.soradet import SoraDet, detection_loss
+from sora.models.soradet import SoraDet, video_detection_loss
 from sora.tasks.classification import adamw_warmup_cosine, clip_loader
 
 
@@ -53,7 +54,6 @@ def clip_dataset(config: Config, sequences: list[Sequence], *, train: bool) -> D
         fps=d.fps,
         train=train,
         hflip=d.hflip,
-        frame_dropout=d.frame_dropout if train else 0.0,
         mean=config.data.mean,
         std=config.data.std,
         cache=config.data.cache,
@@ -147,16 +147,19 @@ class VideoDetector(L.LightningModule):
             return True
         return trainer.global_step >= warmup * trainer.estimated_stepping_batches
 
-    def _loss(self, batch: dict) -> tuple[dict, dict]:
+    def _loss(self, batch: dict, *, train: bool = False) -> tuple[dict, dict]:
         video = batch["video"]
-        out, _ = self.model.run(video, memory=self.memory_on())
+        memory = self.memory_on()
+        if train and memory and self.model.cells is not None:
+            video = drop_frames(video, self.config.detect.frame_dropout)
+        out, _ = self.model.run(video, memory=memory)
         flat = {k: v.flatten(0, 1) for k, v in out.items()}
         targets = [t for clip in batch["targets"] for t in clip]
         h, w = video.shape[-2:]
-        return detection_loss(self.model, flat, targets, h, w), flat
+        return video_detection_loss(self.model, flat, targets, h, w), flat
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        losses, _ = self._loss(batch)
+        losses, _ = self._loss(batch, train=True)
         bs = batch["video"].shape[0]
         self.log(
             "train_loss",
@@ -167,7 +170,9 @@ class VideoDetector(L.LightningModule):
             batch_size=bs,
             sync_dist=True,
         )
-        for k in ("cls", "box", "ctr"):
+        for k in ("cls", "box", "ctr", "forecast"):
+            if k not in losses:
+                continue
             self.log(
                 f"train_{k}", losses[k], on_step=False, on_epoch=True, batch_size=bs, sync_dist=True
             )

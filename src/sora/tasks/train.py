@@ -360,7 +360,7 @@ def train(
         saved = ckpt.get("hyper_parameters", {}).get("config", {})
         for section, keys in ADDED_LATER.items():  # keys the run was saved without
             for key, old in keys.items():
-                if section in saved and key not in saved[section]:
+                if isinstance(saved.get(section), dict) and key not in saved[section]:
                     setattr(getattr(config, section), key, old)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     dm, module, classes = _task(config, Path(data))
