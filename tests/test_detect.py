@@ -895,3 +895,16 @@ def test_a_saved_model_without_a_later_key_loads_as_it_was_trained(det_run, tmp_
     _, loaded, _ = load_model(folder)
     assert loaded.detect.memory_warmup == ADDED_LATER["detect"]["memory_warmup"] == 0.0
     assert DetectConfig().memory_warmup == 0.5
+
+
+def test_forecast_boxes_are_labelled_as_the_memory_s():
+    """The annotated video tells the memory's boxes (nothing of the object seen) apart."""
+    from sora.inference.draw import Annotator
+
+    annotator = Annotator(["a", "b"])
+    image = np.zeros((48, 64, 3), np.uint8)
+    args = (np.array([[10.0, 20.0, 30.0, 40.0]]), np.array([0.5]), np.array([1]))
+    plain = annotator.draw(image, *args)
+    assert np.array_equal(plain, annotator.draw(image, *args, np.array([False])))
+    memory = annotator.draw(image, *args, np.array([True]))
+    assert memory.shape == plain.shape and not np.array_equal(memory, plain)

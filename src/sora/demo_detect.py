@@ -185,7 +185,7 @@ def annotate_sequence(
         for fd in detector.detect_video(
             seq.source, score_thresh=conf, keep_images=True, image_fps=seq.fps
         ):
-            writer.write(annotator.draw(fd.image, fd.boxes, fd.scores, fd.labels))
+            writer.write(annotator.draw(fd.image, fd.boxes, fd.scores, fd.labels, fd.forecast))
     return path
 
 
