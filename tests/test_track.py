@@ -288,3 +288,18 @@ def test_cli_track_gives_a_variable_frame_rate_video_its_own_timestamps(det_run,
     rows = [json.loads(x) for x in proc.stdout.splitlines()]
     # detect.fps is null: every frame, timed by its presentation time (what the tracker gets)
     assert [r["time"] for r in rows] == pytest.approx([t / 1000 for t in times_ms], abs=1e-3)
+
+
+def test_the_forecast_s_boxes_are_not_shown_to_the_tracker_unless_asked():
+    """SoraDet's forecast boxes (the memory's, nothing seen) are left out of association by
+    default: a box seen only as a forecast makes no track."""
+    times = [k / 10 for k in range(10)]
+    flagged = [
+        FrameDetections(**{**fd.__dict__, "forecast": np.ones(1, bool)}) for fd in moving(times)
+    ]
+    seen = list(track_detections(moving(times), make_tracker("bytetrack", fps=10, high=0.5)))
+    assert any(len(ft.ids) for ft in seen)
+    off = list(track_detections(flagged, make_tracker("bytetrack", fps=10, high=0.5)))
+    assert all(len(ft.ids) == 0 for ft in off)
+    on = track_detections(flagged, make_tracker("bytetrack", fps=10, high=0.5), forecast=True)
+    assert any(len(ft.ids) for ft in on)

@@ -132,10 +132,13 @@ def track_detections(
     *,
     conf: float = 0.1,
     nms_iou: float | None = NMS_IOU,
+    forecast: bool = False,
 ) -> Iterator[FrameTracks]:
     """Associate per-frame detections into tracks, in order. Detections scored below
     ``conf`` are not shown to the tracker, nor those suppressed by class-agnostic NMS at
-    ``nms_iou`` (``None``: off). Only confirmed tracks are returned (a new track
+    ``nms_iou`` (``None``: off), nor SoraDet's forecast boxes unless ``forecast`` (measured:
+    the same IDF1 without them, 0.609 against 0.611, and better line crossings in
+    ``sora watch``, precision 1.000 against 0.925, recall 0.839 against 0.790). Only confirmed tracks are returned (a new track
     needs the tracker's ``minimum_consecutive_frames``). ``None`` (a gap in a live source)
     is skipped: the tracker sees the gap through the next frame's timestamp."""
     import supervision as sv
@@ -146,7 +149,10 @@ def track_detections(
     for fd in frames:
         if fd is None:
             continue
-        keep = np.flatnonzero(fd.scores >= conf)
+        shown = fd.scores >= conf
+        if fd.forecast is not None and not forecast:
+            shown &= ~fd.forecast
+        keep = np.flatnonzero(shown)
         if nms_iou is not None and len(keep) > 1:
             kept = nms(torch.from_numpy(fd.boxes[keep]), torch.from_numpy(fd.scores[keep]), nms_iou)
             keep = keep[kept.numpy()]
