@@ -7,9 +7,10 @@ per-frame models 64 frames drawn from the same clips) and the same **wall-time b
 (``--seconds``) on this machine, all from scratch (no downloads). Then every test sequence
 is streamed whole and scored with the same COCO evaluation as ``sora eval``
 (``sora.evaluation.detection.score_sequences``): mAP50, mAP@[.5:.95], and mAP50 on the
-visible (visibility >= 0.5) and occluded (< 0.5) boxes, and the share of the wholly hidden
-boxes (visibility 0) that a box scoring >= 0.3 finds (IoU 0.5, any class). Costs: GFLOPs per frame
-(FlopCounterMode) and streamed frames/s at batch 1 (detection included, decode excluded).
+visible (visibility >= 0.5) and occluded (< 0.5) boxes, and the share of the wholly
+hidden boxes (visibility 0) that a box scoring >= 0.3 finds (IoU 0.5, any class). Costs:
+GFLOPs per frame (FlopCounterMode) and streamed frames/s at batch 1 (detection included,
+decode excluded).
 
     python benchmarks/detection.py [--seconds 300] [--only SoraDet per-frame]
 """
@@ -28,13 +29,12 @@ from torch import nn
 
 from sora.config import default_config
 from sora.data import synth_det
-from sora.data.detection import drop_frames
 from sora.data.mot import FrameStore, read_split
 from sora.evaluation.detection import detect_sequence, found_by_visibility, score_sequences
 from sora.inference.detector import Detector
 from sora.models.soradet import SoraDet, video_detection_loss
 from sora.models.summary import count_flops
-from sora.tasks.detection import clip_dataset
+from sora.tasks.detection import clip_dataset, training_video
 
 ORDER = [
     "SoraDet",
@@ -99,9 +99,7 @@ def train_budget(
         targets = [t for it in items for t in it["targets"]]
         if isinstance(model, SoraDet):
             memory = done >= model.cfg.memory_warmup
-            if memory and model.cells is not None:
-                video = drop_frames(video, model.cfg.frame_dropout, g)
-            out, _ = model.run(video, memory=memory)
+            out, _ = model.run(training_video(model, video, memory, g), memory=memory)
             flat = {k: v.flatten(0, 1) for k, v in out.items()}
             loss = video_detection_loss(model, flat, targets, *video.shape[-2:])["loss"]
         else:

@@ -136,10 +136,11 @@ def track_detections(
 ) -> Iterator[FrameTracks]:
     """Associate per-frame detections into tracks, in order. Detections scored below
     ``conf`` are not shown to the tracker, nor those suppressed by class-agnostic NMS at
-    ``nms_iou`` (``None``: off), nor SoraDet's forecast boxes unless ``forecast`` (measured:
-    the same IDF1 without them, 0.609 against 0.611, and better line crossings in
-    ``sora watch``, precision 1.000 against 0.925, recall 0.839 against 0.790). Only confirmed tracks are returned (a new track
-    needs the tracker's ``minimum_consecutive_frames``). ``None`` (a gap in a live source)
+    ``nms_iou`` (``None``: off), nor SoraDet's forecast boxes unless ``forecast``
+    (measured: the same IDF1 without them, 0.609 against 0.611, and better line crossings
+    in ``sora watch``, precision 1.000 against 0.925, recall 0.839 against 0.790). Only
+    confirmed tracks are returned (a new track needs the tracker's
+    ``minimum_consecutive_frames``). ``None`` (a gap in a live source)
     is skipped: the tracker sees the gap through the next frame's timestamp."""
     import supervision as sv
     import torch

@@ -74,6 +74,17 @@ def split_sequences(config: Config, data: Path) -> tuple[list[Sequence], list[Se
     return [s for i, s in enumerate(train) if i not in held], [train[i] for i in sorted(held)]
 
 
+def training_video(
+    model: SoraDet, video: torch.Tensor, memory: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The clips ``(B, T, 3, H, W)`` a training step gives ``model``: with
+    ``detect.frame_dropout`` once its memory is on, never for the per-frame ablation (no
+    memory to find the hidden frames' objects with)."""
+    if memory and model.cells is not None:
+        return drop_frames(video, model.cfg.frame_dropout, generator)
+    return video
+
+
 class DetectionDataModule(L.LightningDataModule):
     """Train/val clip loaders for a MOTChallenge-layout root."""
 
@@ -150,8 +161,8 @@ class VideoDetector(L.LightningModule):
     def _loss(self, batch: dict, *, train: bool = False) -> tuple[dict, dict]:
         video = batch["video"]
         memory = self.memory_on()
-        if train and memory and self.model.cells is not None:
-            video = drop_frames(video, self.config.detect.frame_dropout)
+        if train:
+            video = training_video(self.model, video, memory)
         out, _ = self.model.run(video, memory=memory)
         flat = {k: v.flatten(0, 1) for k, v in out.items()}
         targets = [t for clip in batch["targets"] for t in clip]
