@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from sora.cli import main
-from sora.config import AnomalyConfig, ModelConfig
+from sora.config import AnomalyConfig, ModelConfig, default_config
 from sora.data.anomaly import fit_labels, read_anomaly_split
 from sora.data.convert_anomaly import convert
 from sora.data.synth_anomaly import TYPES, generate, render_video
@@ -27,7 +32,9 @@ from sora.evaluation.anomaly import (
     runs,
 )
 from sora.io.video import write_video
-from sora.models.anomaly import SoraAnomaly
+from sora.models.anomaly import SoraAnomaly, dwell_counts
+from sora.models.store import load_model
+from sora.tasks.anomaly import fit_normality, normalize
 
 TINY = ModelConfig(widths=[8, 8, 16, 16, 16])
 
@@ -89,6 +96,8 @@ def _model(**kw) -> SoraAnomaly:
 @pytest.mark.parametrize("kw", [{}, {"temporal": "none", "target": "current", "motion": False}])
 def test_streaming_equals_offline(kw):
     model = _model(**kw)
+    model.dwell_level.fill_(0.19)  # most cells of a random clip count as occupied, not all
+    model.set_calibration(torch.rand(10, 2, 3), torch.rand(10, 2, 3), 3 * torch.rand(10, 2, 3))
     clip = torch.randn(2, 7, 3, 32, 48)
     with torch.no_grad():
         offline = model(clip)
@@ -102,7 +111,8 @@ def test_streaming_equals_offline(kw):
         rest, _ = model.run(clip[:, 3:], mid)
     assert offline["cells"].shape == (2, 7, 2, 3) and offline["score"].shape == (2, 7)
     assert offline["pred"].shape == (2, 7, 3, 8, 12)
-    for key in ("cells", "score", "pred_error", "persistence"):
+    assert offline["dwell"].max() >= 2  # counts carried across the chunks too
+    for key in ("cells", "score", "pred_error", "persistence", "dwell"):
         streamed = torch.stack([s[key] for s in steps], 1)
         torch.testing.assert_close(streamed, offline[key], atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(
@@ -120,13 +130,16 @@ def test_calibration_and_scores():
     assert model.calibration[1, 0, 0] >= 0.1 * err.std(0).mean() - 1e-6
     # the heat map is the larger of the calibrated error and the calibrated persistence; the
     # frame score its maximum, smoothed
-    model.set_calibration(err, torch.rand(50, 2, 3) + 1)
+    model.set_calibration(err, torch.rand(50, 2, 3) + 1, 4 * torch.rand(50, 2, 3) + 2)
+    model.dwell_level.fill_(0.19)
     clip = torch.randn(1, 5, 3, 32, 48)
     with torch.no_grad():
         out = model(clip)
     z_err = (out["pred_error"] - model.calibration[0]) / model.calibration[1]
     z_stay = (out["persistence"] - model.persist_calibration[0]) / model.persist_calibration[1]
-    z = torch.maximum(z_err, z_stay)
+    z_dwell = (out["dwell"] - model.dwell_calibration[0]) / model.dwell_calibration[1]
+    z = torch.maximum(torch.maximum(z_err, z_stay), z_dwell)
+    assert (z_dwell > torch.maximum(z_err, z_stay)).any()  # the third map does take part
     torch.testing.assert_close(out["cells"][:, 1:], z[:, 1:])
     model.cfg.smooth = 0
     with torch.no_grad():
@@ -137,7 +150,7 @@ def test_calibration_and_scores():
 
 
 def test_persistence_map_by_hand():
-    model = _model(persist=3.0)
+    model = _model(persist=3.0, dwell=0)
     model.set_background(torch.zeros(4, 3, 32, 48))
     clip = torch.zeros(1, 6, 3, 32, 48)
     clip[:, 2:, :, 0:16, 16:32] = 1.0  # something appears in cell (0, 1) at frame 2, stays
@@ -154,6 +167,65 @@ def test_persistence_map_by_hand():
     assert torch.all(off["persistence"] == 0)
     z = (off["pred_error"] - model.calibration[0]) / model.calibration[1]
     torch.testing.assert_close(off["cells"][:, 1:], z[:, 1:])
+
+
+def test_dwell_map_by_hand():
+    model = _model(dwell=0.5)
+    model.set_background(torch.zeros(4, 3, 32, 48))
+    # the level: the median of the normal frames' occupancy
+    model.set_dwell_level(torch.arange(101.0).view(101, 1, 1).expand(101, 2, 3) / 100)
+    assert float(model.dwell_level) == pytest.approx(0.5)
+    clip = torch.zeros(1, 8, 3, 32, 48)
+    clip[:, 2:, :, 0:16, 16:32] = 1.0  # something comes into cell (0, 1) at frame 2 and stays
+    clip[:, 1:4, :, 16:32, 0:16] = 1.0  # another passes cell (1, 0) in frames 1-3
+    clip[:, 5:, :, 16:32, 0:4] = 1.0  # a quarter of cell (1, 0) from frame 5: under the level
+    with torch.no_grad():
+        out = model(clip)
+    torch.testing.assert_close(out["dwell"][0, :, 0, 1], torch.tensor([0, 0, 1, 2, 3, 4, 5, 6.0]))
+    torch.testing.assert_close(out["dwell"][0, :, 1, 0], torch.tensor([0, 1, 2, 3, 0, 0, 0, 0.0]))
+    assert out["dwell"][0][:, [0, 0, 1, 1], [0, 2, 1, 2]].abs().max() == 0
+    # streamed one frame at a time, the counts are the same
+    state, counts = model.init_state(1), []
+    with torch.no_grad():
+        for t in range(8):
+            o, state = model.step(clip[:, t], state)
+            counts.append(o["dwell"])
+    torch.testing.assert_close(torch.stack(counts, 1), out["dwell"])
+    # off: zeros, and the heat map leaves it out
+    model.cfg.dwell = 0
+    model.cfg.persist = 0
+    with torch.no_grad():
+        off = model(clip)
+    assert torch.all(off["dwell"] == 0)
+    z = (off["pred_error"] - model.calibration[0]) / model.calibration[1]
+    torch.testing.assert_close(off["cells"][:, 1:], z[:, 1:])
+    with pytest.raises(ValueError, match=r"anomaly.dwell must be in \[0, 1\), got 1.0"):
+        _model(dwell=1.0)
+
+
+def test_fit_normality_sets_the_dwell_level_and_counts_on_every_training_frame():
+    config = default_config("anomaly")
+    config.anomaly.size = [32, 48]
+    model = _model()
+    g = torch.Generator().manual_seed(0)
+    # a still scene where a bright square sits in one cell for the 12 middle frames of the
+    # training part: longer than anything in the held-out part
+    train = torch.full((30, 3, 32, 48), 60, dtype=torch.uint8)
+    train[10:22, :, 0:16, 0:16] = 250
+    val = torch.full((10, 3, 32, 48), 60, dtype=torch.uint8)
+    val[2:5, :, 16:32, 16:32] = 250
+    train = train + torch.randint(0, 6, train.shape, generator=g, dtype=torch.uint8)
+    val = val + torch.randint(0, 6, val.shape, generator=g, dtype=torch.uint8)
+    dm = SimpleNamespace(train_parts=[train], val_parts=[val])
+    summary = fit_normality(model, dm, config)
+    assert summary["calibration_frames"] == 10 and np.isfinite(summary["threshold"])
+    occupancy = model.occupancy(normalize(val, config))
+    assert float(model.dwell_level) == pytest.approx(float(occupancy.flatten().quantile(0.8)))
+    counts = dwell_counts(
+        model.occupancy(normalize(torch.cat([train, val]), config))[None] > model.dwell_level
+    )[0]
+    assert counts[:, 0, 0].max() == 12  # the square's stay in the training part counts
+    torch.testing.assert_close(model.dwell_calibration[0], counts.mean(0))
 
 
 def test_metrics_by_hand():
@@ -251,6 +323,21 @@ def test_cli_train_eval_and_errors(anomaly_data, tmp_path, capsys):
                  "--quiet", *sets]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "best val prediction PSNR" in out and "alert threshold" in out
+    # the dwell map's level was set from the val frames and saved with the weights; a model
+    # folder saved before the map existed (no anomaly.dwell) loads without it
+    model, config, _ = load_model(run / "model")
+    assert config.anomaly.dwell == 0.8 and 0 < float(model.dwell_level) < float("inf")
+    old = tmp_path / "old-model"
+    shutil.copytree(run / "model", old)
+    saved = yaml.safe_load((old / "config.yaml").read_text())
+    del saved["anomaly"]["dwell"]
+    (old / "config.yaml").write_text(yaml.safe_dump(saved))
+    with safe_open(str(old / "model.safetensors"), "pt") as f:
+        meta = f.metadata()
+        kept = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("dwell_")}
+    save_file(kept, str(old / "model.safetensors"), metadata=meta)
+    before, config, _ = load_model(old)
+    assert config.anomaly.dwell == 0 and not hasattr(before, "dwell_level")
     assert main(["eval", str(run), "--data", str(anomaly_data)]) == 0
     out = capsys.readouterr().out
     assert "frame AUC" in out and "per type AUC" in out

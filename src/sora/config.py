@@ -144,7 +144,7 @@ class DetectConfig:
     clip_len: frames per training clip: the truncation length of back-propagation through
         time (the recurrent state starts at zero at every clip). Inference streams any length.
     clip_stride: frames between the starts of consecutive training clips.
-    strides: feature-pyramid levels (subset of 8, 16, 32), built by torchvision's
+    strides: feature-pyramid levels (subset of 4, 8, 16, 32), built by torchvision's
         ``FeaturePyramidNetwork`` with ``fpn_dim`` channels.
     temporal: ``convgru`` or ``convlstm`` (a convolutional recurrent cell per level, carrying
         a spatial memory from frame to frame), or ``none``: the per-frame ablation (identity).
@@ -202,11 +202,13 @@ class DetectConfig:
 
 
 #: For keys added to a section after runs were saved without them: the value that gives
-#: those runs' behaviour and architecture (before these keys the cells trained from the
-#: first step, with no forecast head and no frame dropout).
+#: those runs' behaviour and architecture (before these keys SoraDet's cells trained from
+#: the first step, with no forecast head and no frame dropout, and SoraAnomaly had no dwell
+#: map).
 #: ``sora train --resume`` continues such a run with these values.
 ADDED_LATER: dict[str, dict[str, object]] = {
-    "detect": {"memory_warmup": 0.0, "forecast": 0.0, "frame_dropout": 0.0}
+    "detect": {"memory_warmup": 0.0, "forecast": 0.0, "frame_dropout": 0.0},
+    "anomaly": {"dwell": 0.0},
 }
 
 
@@ -257,6 +259,11 @@ class AnomalyConfig:
         background is averaged: the second heat map, of things that stay where normal objects
         only pass (someone loitering or fallen, a crowd gathering). About the frames a normal
         object takes to cross a cell (16 px at 1 px per frame). 0 turns it off.
+    dwell: the third heat map, how many frames in a row a cell has been occupied: a cell is
+        occupied while its difference from the background is above this quantile of the
+        differences on the held-out normal frames (0.8: the level that 80% of normal cells
+        and frames stay under). A normal walker occupies a cell for a second or two, someone
+        who stops, falls or gathers with others for as long as they stay. 0 turns it off.
     val_fraction: the last part of every training video held out to validate and to
         calibrate the scores.
     """
@@ -272,6 +279,7 @@ class AnomalyConfig:
     motion: bool = True
     smooth: float = 4.0
     persist: float = 15.0
+    dwell: float = 0.8
     val_fraction: float = 0.15
 
 

@@ -13,7 +13,8 @@ P = 4 the pixel stride of the predicted frame, D = ``anomaly.dim``)::
               frame (its P x P average), as this frame plus a predicted change; or, with
               ``target: current``, this frame rebuilt from the feature alone (autoencoder)
 
-Two heat maps, each standardized per cell with its mean and spread on held-out normal frames:
+Three heat maps, each standardized per cell with its mean and spread on normal frames (the
+held-out ones; for the dwell counts, which learn nothing, every training frame):
 
 * **prediction error**: the squared error of the prediction made one frame earlier, averaged
   over the cell. What moves as nobody moved in training (running, walking against the flow,
@@ -23,15 +24,21 @@ Two heat maps, each standardized per cell with its mean and spread on held-out n
   training frames), averaged causally over ``persist`` frames. Normal objects pass a cell;
   what stays (someone loitering or fallen, a crowd gathering) is predicted well, frame to
   frame, but stays on this map.
+* **dwell** (``dwell`` > 0): how many frames in a row each cell has been occupied, a cell
+  being occupied while its difference from the background (as above, this frame only) is
+  over ``dwell_level``, the ``dwell`` quantile of that difference on held-out normal
+  frames. A walker occupies a cell for a second or two; what stays keeps counting, so it
+  stands out from normal traffic the longer it stays, where the persistence map levels off
+  at a walker's level.
 
 ``cells`` ``(B, T, h, w)`` is their per-cell maximum; ``score`` ``(B, T)`` the maximum over
 cells, smoothed causally over ``smooth`` frames. The first frame of a stream scores 0 (there
 is nothing to compare it with yet).
 
 Streaming: ``state = model.init_state(B)``, then ``out, state = model.step(frame, state)``; the
-state holds the previous frame, the recurrent map, the last prediction, the persistence map
-and the smoothed score, so its size is constant and ``step`` equals the offline forward
-frame by frame (tested).
+state holds the previous frame, the recurrent map, the last prediction, the persistence map,
+the dwell counts and the smoothed score, so its size is constant and ``step`` equals the
+offline forward frame by frame (tested).
 """
 
 from __future__ import annotations
@@ -67,6 +74,18 @@ def ema_over_time(x: torch.Tensor, rate: float, start: torch.Tensor) -> torch.Te
     return torch.stack(out, 1)
 
 
+def dwell_counts(occupied: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool ``(B, T, h, w)`` -> how many frames in a row each cell has been occupied, up to
+    and including each frame ``(B, T, h, w)``, counting on from ``start`` ``(B, h, w)``
+    (``None``: from 0)."""
+    run = torch.zeros_like(occupied[:, 0], dtype=torch.float) if start is None else start
+    counts = []
+    for i in range(occupied.shape[1]):
+        run = (run + 1) * occupied[:, i]
+        counts.append(run)
+    return torch.stack(counts, 1)
+
+
 class SoraAnomaly(RunStreaming, nn.Module):
     """Multi-scale CNN features per cell, a ConvGRU over time and a next-frame decoder. See
     the module docstring for the shapes."""
@@ -79,6 +98,8 @@ class SoraAnomaly(RunStreaming, nn.Module):
             raise ValueError(f"anomaly.target must be next or current, got {cfg.target!r}")
         if len(cfg.size) != 2:
             raise ValueError(f"anomaly.size must be [height, width], got {cfg.size}")
+        if not 0 <= cfg.dwell < 1:
+            raise ValueError(f"anomaly.dwell must be in [0, 1), got {cfg.dwell}")
         self.cfg = cfg
         self.strides = tuple(sorted(cfg.strides))
         self.cell = max(self.strides)
@@ -118,6 +139,11 @@ class SoraAnomaly(RunStreaming, nn.Module):
         self.register_buffer(
             "persist_calibration", torch.stack([torch.zeros(h, w), torch.ones(h, w)])
         )
+        if cfg.dwell > 0:  # the occupancy level that counts, and the counts' mean and spread
+            self.register_buffer("dwell_level", torch.tensor(float("inf")))
+            self.register_buffer(
+                "dwell_calibration", torch.stack([torch.zeros(h, w), torch.ones(h, w)])
+            )
         # the frame score the val (normal) frames reached: the default alert threshold
         self.register_buffer("threshold", torch.tensor(float("inf")))
 
@@ -169,16 +195,16 @@ class SoraAnomaly(RunStreaming, nn.Module):
     def init_state(self, batch: int = 1, device=None) -> State:
         """An empty state; the first step fills it."""
         device = device or self.threshold.device
-        keys = ("prev", "h", "pred", "occ", "ema", "seen")
+        keys = ("prev", "h", "pred", "occ", "run", "ema", "seen")
         return {k: torch.zeros(0, device=device) for k in keys}
 
     def run(self, clip: torch.Tensor, state: State | None = None) -> tuple[Outputs, State]:
         """``(B, T, 3, H, W)`` from ``state`` -> outputs with a ``T`` axis and the new state.
 
         Outputs: ``pred`` ``(B, T, 3, H/P, W/P)`` (training target: see ``target``),
-        ``pred_error`` and ``persistence`` ``(B, T, h, w)`` raw (the latter zeros with
-        ``persist: 0``), ``cells`` ``(B, T, h, w)`` the calibrated heat map, ``score``
-        ``(B, T)`` the smoothed frame score.
+        ``pred_error``, ``persistence`` and ``dwell`` ``(B, T, h, w)`` raw (the last two
+        zeros with ``persist: 0`` / ``dwell: 0``), ``cells`` ``(B, T, h, w)`` the calibrated
+        heat map, ``score`` ``(B, T)`` the smoothed frame score.
         """
         self._check(clip, 5, "clip")
         b, t = clip.shape[:2]
@@ -205,9 +231,10 @@ class SoraAnomaly(RunStreaming, nn.Module):
             judged = pred
         err = self.cell_error(judged.flatten(0, 1), clip.flatten(0, 1)).view(b, t, *self.grid)
         cells = (err - self.calibration[0]) / self.calibration[1]
-        occ = state["occ"]
-        if self.cfg.persist > 0:
+        occ, run = state["occ"], state["run"]
+        if self.cfg.persist > 0 or self.cfg.dwell > 0:
             occupancy = self.occupancy(clip.flatten(0, 1)).view(b, t, *self.grid)
+        if self.cfg.persist > 0:
             beta = 1 - math.exp(-1 / self.cfg.persist)
             persistence = ema_over_time(occupancy, beta, occupancy[:, 0] if first else occ)
             occ = persistence[:, -1]
@@ -215,6 +242,14 @@ class SoraAnomaly(RunStreaming, nn.Module):
             cells = torch.maximum(cells, stays)
         else:
             persistence = torch.zeros_like(err)
+        if self.cfg.dwell > 0:
+            dwell = dwell_counts(occupancy > self.dwell_level, None if first else run)
+            run = dwell[:, -1]
+            cells = torch.maximum(
+                cells, (dwell - self.dwell_calibration[0]) / self.dwell_calibration[1]
+            )
+        else:
+            dwell = torch.zeros_like(err)
         seen = torch.zeros(b, device=clip.device) if first else state["seen"]
         steps = seen[:, None] + torch.arange(t, device=clip.device)  # frames seen before each
         cells = cells * (steps > 0)[..., None, None]
@@ -227,6 +262,7 @@ class SoraAnomaly(RunStreaming, nn.Module):
             "pred": pred,
             "pred_error": err,
             "persistence": persistence,
+            "dwell": dwell,
             "cells": cells,
             "score": score,
         }
@@ -235,6 +271,7 @@ class SoraAnomaly(RunStreaming, nn.Module):
             "h": h,
             "pred": pred[:, -1],
             "occ": occ,
+            "run": run,
             "ema": score[:, -1],
             "seen": seen + t,
         }
@@ -248,11 +285,29 @@ class SoraAnomaly(RunStreaming, nn.Module):
         self.background.copy_(self.small(frames).median(0).values)
 
     @torch.no_grad()
-    def set_calibration(self, err: torch.Tensor, persistence: torch.Tensor | None = None) -> None:
-        """Per-cell mean and spread of the prediction error and of the persistence map
-        ``(N, h, w)`` on normal frames; a spread is at least a tenth of the mean spread over
-        cells (cells where nothing ever moves would otherwise turn sensor noise into alarms)."""
-        for buffer, x in ((self.calibration, err), (self.persist_calibration, persistence)):
+    def set_dwell_level(self, occupancy: torch.Tensor) -> None:
+        """The occupancy over which a cell counts as occupied: the ``dwell`` quantile of
+        :meth:`occupancy` ``(N, h, w)`` on normal frames (of at most a million values, evenly
+        spread)."""
+        x = occupancy.flatten().float()
+        x = x[:: max(1, x.numel() // 1_000_000)]
+        self.dwell_level.fill_(float(torch.quantile(x, self.cfg.dwell)))
+
+    @torch.no_grad()
+    def set_calibration(
+        self,
+        err: torch.Tensor,
+        persistence: torch.Tensor | None = None,
+        dwell: torch.Tensor | None = None,
+    ) -> None:
+        """Per-cell mean and spread of the prediction error, the persistence map and the
+        dwell counts ``(N, h, w)`` on normal frames; a spread is at least a tenth of the mean
+        spread over cells (cells where nothing ever moves would otherwise turn sensor noise
+        into alarms)."""
+        pairs = [(self.calibration, err), (self.persist_calibration, persistence)]
+        if self.cfg.dwell > 0:
+            pairs.append((self.dwell_calibration, dwell))
+        for buffer, x in pairs:
             if x is None:
                 continue
             mu = x.mean(0)
