@@ -5,10 +5,10 @@ The rules are the scene's ``zones.yaml`` (``synth_anomaly.ZONES``): a **zone** o
 above the walkway (people only come in there in the crowd videos) and a **line** across the
 walkway at x = 64 (every walker crosses it). The truth is the geometry of ``objects.csv``: an
 entry is the first frame an object's bottom centre is inside the lawn after being outside
-(or on first sight); a crossing is a frame where it changes side of x = 64. An alert is about the object whose true box overlaps its box most (IoU >= 0.1) in
-the alert's frame; it is right when that object had a true event of the same kind within
-0.5 s of it (before or after: a detector's box can cross before the true bottom centre
-does). A true event is found when a right alert is about it. Alerts per true event count
+(or on first sight); a crossing is a frame where it changes side of x = 64. An alert is
+about the object whose true box overlaps its box most (IoU >= 0.1) in the alert's frame;
+it is right when that object had a true event of the same kind within 0.5 s of it (before
+or after: a detector's box can cross before the true bottom centre does). A true event is found when a right alert is about it. Alerts per true event count
 repeats too.
 
 Two sources of tracks:
@@ -19,8 +19,10 @@ Two sources of tracks:
   testing videos, one per anomaly type; 3 of them are its val split, used to pick the
   checkpoint) streamed through ``watch()``: SoraDet, ByteTrack, the same rules. The detector
   is trained on ``DATA/detect`` into ``runs/bench-intrusion/SoraDet`` on the first run.
+  ``--fresh DIR`` adds 14 more testing videos of the same scene that nothing was trained or
+  chosen on (``generate(DIR, train=0, test=28)``, the last 14: the first 14 are the set's own).
 
-    python benchmarks/intrusion.py [--data runs/motionshapes-anomaly] [--detector]
+    python benchmarks/intrusion.py [--data runs/motionshapes-anomaly] [--detector] [--fresh DIR]
 """
 
 from __future__ import annotations
@@ -179,6 +181,7 @@ def main() -> None:
     p.add_argument("--detector", action="store_true", help="also with sora watch's tracks")
     p.add_argument("--run", default="runs/bench-intrusion/SoraDet", help="the detector run")
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--fresh", help="also 14 fresh testing videos, generated into this folder")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     data = Path(args.data)
@@ -206,6 +209,21 @@ def main() -> None:
             f"**sora watch** (SoraDet + ByteTrack), {len(held_out)} held-out videos",
             score(held_out, objects, watched),
         )
+        if args.fresh:
+            fresh = Path(args.fresh)
+            generate(fresh, train=0, test=28)
+            new_objects = read_objects(fresh)
+            new = [f"test_{i:03d}" for i in range(14, 28)]
+            new_gt = {v: gt_alerts(new_objects[v], rules) for v in new}
+            table += rows(f"ground truth, {len(new)} fresh videos", score(new, new_objects, new_gt))
+            seen = {
+                v: watch_alerts(fresh / "testing" / f"{v}.mp4", run, data / "zones.yaml")[0]
+                for v in new
+            }
+            table += rows(
+                f"**sora watch** (SoraDet + ByteTrack), {len(new)} fresh videos",
+                score(new, new_objects, seen),
+            )
         note = [
             "",
             f"The detector: the default SoraDet trained {args.epochs} epochs on `DATA/detect` "

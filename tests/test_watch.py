@@ -105,6 +105,11 @@ def test_enter_exit_dwell_once_each_and_debounced(tmp_path):
     # a vehicle is not a person: no event
     m = _monitor(tmp_path, ZONE)
     assert _run(m, path, label=1) == []
+    # first seen inside (coming into view there): the entry fires on that frame, not a
+    # debounce later, and once; dwell counts from it
+    m = _monitor(tmp_path, ZONE)
+    appears = _run(m, [(30, 40)] * 25)
+    assert [(e["rule"], e["time"]) for e in appears] == [("enter", 0.0), ("dwell", 2.0)]
 
 
 def test_hours_and_lines(tmp_path):

@@ -225,7 +225,14 @@ class ZoneMonitor:
             for k, track in enumerate(det.tracker_id):
                 if zone.classes is not None and names[k] not in zone.classes:
                     continue
-                s = self.state.setdefault((zi, int(track)), {"inside": False, "since": None})
+                key = (zi, int(track))
+                if key not in self.state and inside[k]:
+                    # first seen inside: no edge to flicker on (the tracker already asked for
+                    # consecutive frames), so the entry is not held back by the debounce
+                    self.state[key] = {"inside": True, "since": None, "entered": t}
+                    if zone.enter and on:
+                        self._fire(events, t, zone.name, "enter", det, k, names[k])
+                s = self.state.setdefault(key, {"inside": False, "since": None})
                 if bool(inside[k]) != s["inside"]:
                     s["since"] = t if s["since"] is None else s["since"]
                     if t - s["since"] >= debounce - 1e-9:  # the change has lasted: accept it
