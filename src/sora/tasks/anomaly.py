@@ -204,14 +204,15 @@ def fit_normality(model: SoraAnomaly, dm: AnomalyDataModule, config: Config) -> 
                 ]
             )
 
-        model.set_dwell_level(torch.cat([occupancy(p) for p in dm.val_parts]))
+        held_out = [occupancy(v) for v in dm.val_parts]
+        model.set_dwell_level(torch.cat(held_out))
         # the counts learn nothing, so every normal frame may calibrate them; the held-out
         # part alone is short (MotionShapes-Anomaly: 24 s, longest count 36 frames against
         # 67 over all the training footage) and made the alarm fire on normal traffic
         dwell = torch.cat(
             [
-                dwell_counts(occupancy(torch.cat([t, v]))[None] > model.dwell_level)[0]
-                for t, v in zip(dm.train_parts, dm.val_parts, strict=True)
+                dwell_counts(torch.cat([occupancy(t), o])[None] > model.dwell_level)[0]
+                for t, o in zip(dm.train_parts, held_out, strict=True)
             ]
         )
     first = val_outputs()
