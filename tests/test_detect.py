@@ -506,7 +506,8 @@ def test_assignment_positives_tiny_boxes_and_ignored_regions():
     }
     matched, forced, valid = assign(anchors, strides, counts, target, 1.5, 2.0)
     assert (matched == 0).sum() >= 1 and not forced[matched == 0].any()
-    assert (matched == 1).sum() == 1 and forced[matched == 1].all()  # tiny: nearest point
+    # tiny: the points within a stride of its centre, (44, 4) and (52, 4), on both sides
+    assert (matched == 1).sum() == 2 and forced[matched == 1].all()
     assert not (matched == 2).any()  # ignored boxes get no positives...
     centres = (anchors[:, :2] + anchors[:, 2:]) / 2
     inside = (centres[:, 0] < 30) & (centres[:, 1] > 40) & (centres[:, 1] < 48)
@@ -518,6 +519,70 @@ def test_assignment_positives_tiny_boxes_and_ignored_regions():
     losses["loss"].backward()
     assert torch.isfinite(losses["loss"]) and losses["box"] > 0
     assert model.reg_head.bbox_reg.weight.grad.abs().sum() > 0
+
+
+def test_the_regression_head_is_torchvision_s_at_floor_0():
+    from torchvision.models.detection.fcos import FCOSRegressionHead
+
+    from sora.models.soradet import SignedRegressionHead
+
+    torch.manual_seed(0)
+    norm = lambda c: torch.nn.GroupNorm(8, c)  # noqa: E731
+    ours, theirs = SignedRegressionHead(16, 2, norm, floor=0.0), FCOSRegressionHead(16, 1, 2, norm)
+    theirs.load_state_dict(ours.state_dict())
+    levels = [torch.randn(2, 16, 6, 8), torch.randn(2, 16, 3, 4)]
+    for a, b in zip(ours(levels), theirs(levels), strict=True):
+        assert torch.equal(a, b)
+    low = SignedRegressionHead(16, 2, norm, floor=-0.5)
+    low.load_state_dict(ours.state_dict())
+    reg = low(levels)[0]
+    assert -0.5 <= reg.min() < 0 and torch.equal(reg.clamp_min(0), ours(levels)[0])
+
+
+@pytest.mark.parametrize(("min_side", "cut"), [(-0.5, False), (0.0, True)])
+def test_a_box_that_no_point_lies_inside_is_reached_below_0(min_side, cut):
+    """A box narrower than a stride between two points is given the nearest one, outside it:
+    with sides down to -0.5 strides the head can predict the box; with FCOS's ReLU (0, the
+    runs saved before ``min_side``) the best it can do stops at the point."""
+    config = tiny_det_config(**{"detect.min_side": min_side})
+    model = SoraDet(config.model, config.detect).eval()
+    anchors, strides, counts = model.anchors(48, 64)
+    box = torch.tensor([[14.5, 10.5, 19.5, 18.5]])  # stride-8 points sit at 4, 12, 20, ...
+    target = {"boxes": box, "labels": torch.tensor([0]), "ignore": torch.tensor([False])}
+    matched, forced, _ = assign(anchors, strides, counts, target, 1.5, 2.0)
+    points = (anchors[:, :2] + anchors[:, 2:]) / 2
+    given = torch.nonzero(matched == 0).flatten()
+    # the 2 x 2 points around it, all outside it: x 12 and 20, y 12 and 20
+    assert forced[given].all() and len(given) == 4
+    assert sorted(points[given].tolist()) == [[12, 12], [12, 20], [20, 12], [20, 20]]
+    k = int(given[(points[given] == torch.tensor([20.0, 12.0])).all(1)])
+    point = points[k]
+    # the distances the point needs, in its stride: its left side is negative
+    need = torch.cat([point - box[0, :2], box[0, 2:] - point]) / strides[k]
+    assert need[2] < 0
+    with torch.no_grad():
+        model.reg_head.bbox_reg.weight.zero_()
+        model.reg_head.bbox_reg.bias.copy_(need)
+    out = model(torch.randn(1, 1, 3, 48, 64))
+    reg = out["bbox_regression"][0, 0, k]
+    decoded = model.box_coder.decode(reg[None], anchors[k : k + 1])[0]
+    if cut:
+        assert decoded[2] == point[0]  # cut at the point
+    else:
+        assert torch.allclose(decoded, box[0], atol=1e-4)
+
+
+def test_boxes_turned_over_are_never_detections():
+    config = tiny_det_config()
+    model = SoraDet(config.model, config.detect).eval()
+    anchors, _, _ = model.anchors(48, 64)
+    a = anchors.shape[0]
+    logits = torch.full((a, 3), -20.0)
+    logits[:2, 0] = 5.0
+    reg = torch.ones(a, 4)
+    reg[1] = torch.tensor([-0.5, 1.0, -0.5, 1.0])  # left + right < 0: no width
+    boxes, scores, _ = model._candidates(logits, reg, torch.full((a, 1), 5.0), anchors, 48, 64, 0.1)
+    assert len(boxes) == 1 and (boxes[:, 2] > boxes[:, 0]).all()
 
 
 # -- end to end ----------------------------------------------------------------------------
@@ -830,7 +895,9 @@ def test_frame_dropout_only_once_the_memory_is_on(det_data):
         assert torch.equal(given, used) != memory  # dropped exactly when the memory is on
 
 
-@pytest.mark.parametrize(("key", "resumed_with"), [("memory_warmup", 0.0), ("frame_dropout", 0.0)])
+@pytest.mark.parametrize(
+    ("key", "resumed_with"), [("memory_warmup", 0.0), ("frame_dropout", 0.0), ("min_side", 0.0)]
+)
 def test_resume_of_a_run_saved_before_a_key_existed(det_run, det_data, tmp_path, key, resumed_with):
     """A run whose checkpoint and config.yaml lack a ``detect`` key added later resumes as it
     was trained instead of being refused as another config: ``memory_warmup`` with 0 (cells
@@ -890,11 +957,13 @@ def test_a_saved_model_without_a_later_key_loads_as_it_was_trained(det_run, tmp_
     folder = tmp_path / "model"
     shutil.copytree(det_run / "model", folder)
     config = yaml.safe_load((folder / "config.yaml").read_text())
-    del config["detect"]["memory_warmup"]
+    del config["detect"]["memory_warmup"], config["detect"]["min_side"]
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    _, loaded, _ = load_model(folder)
+    model, loaded, _ = load_model(folder)
     assert loaded.detect.memory_warmup == ADDED_LATER["detect"]["memory_warmup"] == 0.0
     assert DetectConfig().memory_warmup == 0.5
+    assert loaded.detect.min_side == 0.0 and DetectConfig().min_side == -1.0
+    assert model.reg_head.floor == 0.0  # FCOS's ReLU, as it was trained
 
 
 def test_forecast_boxes_are_labelled_as_the_memory_s():

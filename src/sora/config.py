@@ -150,7 +150,8 @@ class DetectConfig:
         a spatial memory from frame to frame), or ``none``: the per-frame ablation (identity).
     head_convs: 3x3 conv layers in each FCOS tower (classification, regression).
     center_sampling: an anchor point within this many strides of a box centre (and inside the
-        box) is a positive, FCOS-style; a box that no point matches gets its nearest point.
+        box) is a positive, FCOS-style; a box that no point matches gets the points within a
+        stride of its centre (up to 2 x 2).
     level_scale: the level of stride ``s`` learns the boxes whose largest distance from a
         point to a side is in ``(level_scale * s / 2, level_scale * s]``. FCOS uses 8 for
         800-pixel inputs; 2 spreads MotionShapes-Det's 6-48 pixel objects over 8/16/32.
@@ -177,6 +178,11 @@ class DetectConfig:
         Without it the memory carries nothing. 0 turns it off (no forecast head).
     forecast_score: the forecast boxes' scores are multiplied by this when they join the
         output (0: the forecast is trained but not output).
+    min_side: the lowest distance (in strides) from an anchor point to a box side the head
+        can predict. FCOS's ReLU is 0: a point always lies inside its box. A box narrower
+        than a stride that no point lies inside is given the points within a stride of its
+        centre, up to a stride outside it: with 0 the head cannot reach that box and cuts it
+        at the point (two half boxes, one from each side, that NMS keeps). -1 reaches them.
     """
 
     size: list[int] = field(default_factory=lambda: [96, 128])
@@ -199,15 +205,16 @@ class DetectConfig:
     memory_warmup: float = 0.5
     forecast: float = 1.0
     forecast_score: float = 1.0
+    min_side: float = -1.0
 
 
 #: For keys added to a section after runs were saved without them: the value that gives
 #: those runs' behaviour and architecture (before these keys SoraDet's cells trained from
-#: the first step, with no forecast head and no frame dropout, and SoraAnomaly had no dwell
-#: map).
+#: the first step, with no forecast head and no frame dropout, their box sides stopped at
+#: the anchor point, and SoraAnomaly had no dwell map).
 #: ``sora train --resume`` continues such a run with these values.
 ADDED_LATER: dict[str, dict[str, object]] = {
-    "detect": {"memory_warmup": 0.0, "forecast": 0.0, "frame_dropout": 0.0},
+    "detect": {"memory_warmup": 0.0, "forecast": 0.0, "frame_dropout": 0.0, "min_side": 0.0},
     "anomaly": {"dwell": 0.0},
 }
 

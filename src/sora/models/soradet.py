@@ -10,9 +10,10 @@ Shapes (B batch, T frames, L pyramid levels, A anchor points over all levels, K 
               is ``x + gate * h``: its input plus the new hidden state times a per-channel
               gate that starts at 0, so the untrained network equals the per-frame one, and
               ``temporal: none`` (identity) is the per-frame ablation
-    head      torchvision's FCOSClassificationHead and FCOSRegressionHead, shared by the
-              levels -> cls_logits (B, T, A, K), bbox_regression (B, T, A, 4) (distances to
-              the box sides in units of the level's stride), bbox_ctrness (B, T, A, 1)
+    head      torchvision's FCOSClassificationHead and FCOSRegressionHead (its ReLU made a
+              floor of ``detect.min_side``), shared by the levels -> cls_logits (B, T, A, K),
+              bbox_regression (B, T, A, 4) (distances to the box sides in units of the
+              level's stride), bbox_ctrness (B, T, A, 1)
 
 Anchor points sit at the centres of each level's cells: ``((j + 0.5) s, (i + 0.5) s)``.
 Boxes are ``xyxy`` pixels of the input frame.
@@ -92,17 +93,38 @@ class ConvLSTMCell(nn.Module):
         return torch.sigmoid(o) * torch.tanh(c), c
 
 
+class SignedRegressionHead(FCOSRegressionHead):
+    """torchvision's FCOS regression head with its ReLU replaced by ``clamp_min(floor)``:
+    side distances down to ``floor`` strides (``floor = 0`` is the ReLU, FCOS as published).
+    ``[(N, D, h_l, w_l)]`` -> ``(N, A, 4)`` side distances, ``(N, A, 1)`` centre-ness."""
+
+    def __init__(self, dim: int, convs: int, norm_layer, floor: float = 0.0):
+        super().__init__(dim, 1, convs, norm_layer=norm_layer)
+        self.floor = float(floor)
+
+    def forward(self, x: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        reg, ctr = [], []
+        for features in x:
+            f = self.conv(features)
+            # (N, 4, h, w) -> (N, h * w, 4); (N, 1, h, w) -> (N, h * w, 1)
+            reg.append(self.bbox_reg(f).clamp_min(self.floor).flatten(2).transpose(1, 2))
+            ctr.append(self.bbox_ctrness(f).flatten(2).transpose(1, 2))
+        return torch.cat(reg, 1), torch.cat(ctr, 1)
+
+
 class ForecastHead(nn.Module):
     """The boxes a level's hidden state expects on the next frame, from the state alone.
 
     Shared by the levels: ``convs`` separable 3x3 layers (GroupNorm, ReLU), then one 3x3
     convolution to ``K + 4 + 1`` channels; a tenth or less of the FCOS towers' cost.
-    ``[(N, D, h_l, w_l)]`` -> ``(N, A, K)`` logits, ``(N, A, 4)`` side distances (ReLU),
+    ``[(N, D, h_l, w_l)]`` -> ``(N, A, K)`` logits, ``(N, A, 4)`` side distances (at least
+    ``floor`` strides, as :class:`SignedRegressionHead`),
     ``(N, A, 1)`` centre-ness, in the main head's anchor order.
     """
 
-    def __init__(self, dim: int, num_classes: int, convs: int = 2):
+    def __init__(self, dim: int, num_classes: int, convs: int = 2, floor: float = 0.0):
         super().__init__()
+        self.floor = float(floor)
         layers: list[nn.Module] = []
         for _ in range(convs):
             layers += [_separable(dim, dim), nn.GroupNorm(8, dim), nn.ReLU()]
@@ -121,7 +143,7 @@ class ForecastHead(nn.Module):
             [self.out(self.tower(x)).permute(0, 2, 3, 1).flatten(1, 2) for x in levels], 1
         )  # (N, A, K + 5)
         k = self.num_classes
-        return y[..., :k], nn.functional.relu(y[..., k : k + 4]), y[..., k + 4 :]
+        return y[..., :k], y[..., k : k + 4].clamp_min(self.floor), y[..., k + 4 :]
 
 
 class SoraDet(RunStreaming, nn.Module):
@@ -148,6 +170,8 @@ class SoraDet(RunStreaming, nn.Module):
             raise ValueError(f"model.num_classes must be >= 1, got {model.num_classes}")
         if cfg.forecast < 0:
             raise ValueError(f"detect.forecast must be >= 0, got {cfg.forecast}")
+        if not -1 <= cfg.min_side <= 0:
+            raise ValueError(f"detect.min_side must be in [-1, 0], got {cfg.min_side}")
         self.cfg = cfg
         self.num_classes = model.num_classes
         self.strides = tuple(sorted(cfg.strides))
@@ -175,15 +199,17 @@ class SoraDet(RunStreaming, nn.Module):
         self.cls_head = FCOSClassificationHead(
             dim, 1, model.num_classes, cfg.head_convs, norm_layer=norm
         )
-        self.reg_head = FCOSRegressionHead(dim, 1, cfg.head_convs, norm_layer=norm)
-        # The head's distances pass a ReLU: with torchvision's zero bias, the sides that
-        # start negative get no gradient and stay at 0 (seen: boxes stuck to the anchor's
-        # left/top). Starting every side at one stride keeps all four alive.
+        self.reg_head = SignedRegressionHead(dim, cfg.head_convs, norm, floor=cfg.min_side)
+        # The head's distances are clamped at ``min_side``: with torchvision's zero bias, the
+        # sides that start below it get no gradient and stay there (seen: boxes stuck to the
+        # anchor's left/top). Starting every side at one stride keeps all four alive.
         nn.init.constant_(self.reg_head.bbox_reg.bias, 1.0)
         # The forecast: without a loss of its own the state carries nothing (measured: the
         # same mAP with the state reset every frame); with one it carries the hidden objects.
         self.forecast = (
-            ForecastHead(dim, model.num_classes) if cell is not None and cfg.forecast else None
+            ForecastHead(dim, model.num_classes, floor=cfg.min_side)
+            if cell is not None and cfg.forecast
+            else None
         )
         self.box_coder = BoxLinearCoder(normalize_by_size=True)
         self.min_size = max(self.strides)
@@ -298,6 +324,9 @@ class SoraDet(RunStreaming, nn.Module):
         idx, labels = keep // self.num_classes, keep % self.num_classes
         boxes = self.box_coder.decode(reg[idx].float(), anchors[idx])
         boxes = clip_boxes_to_image(boxes, (height, width))
+        # with sides below 0 a point's box can be empty or turned over: never a detection
+        real = torch.nonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).flatten()
+        boxes, keep, labels = boxes[real], keep[real], labels[real]
         groups = torch.zeros_like(labels) if cfg.agnostic_nms else labels
         kept = batched_nms(boxes, flat[keep], groups, cfg.nms_iou)[: cfg.max_detections]
         return boxes[kept], flat[keep][kept], labels[kept]
@@ -378,12 +407,14 @@ def assign(
     the level's range ``(k s / 2, k s]`` (``k = level_scale``; FCOS's 800-pixel inputs use
     ``k = 8``; open-ended on the first and last level). Among several
     boxes, the smallest wins. A box that no point matches (tiny or thin) is given the point
-    nearest its centre at the level whose range fits it. Ignored boxes (``conf == 0``) get no
-    positives, and the points inside them that are no positive are left out of the loss.
+    within one stride of its centre (up to 2 x 2) at the level whose range fits it; they can
+    be outside it by up to a stride, which the head reaches with ``detect.min_side = -1``.
+    Ignored boxes (``conf == 0``) get no positives, and the points inside them that are no
+    positive are left out of the loss.
 
     Returns:
         matched: ``(A,)`` index of the box per point, -1 for background.
-        forced: ``(A,)`` bool, positives given by the nearest-point rule.
+        forced: ``(A,)`` bool, positives given by the nearest-points rule.
         valid: ``(A,)`` bool, points that take part in the classification loss.
     """
     a = anchors.shape[0]
@@ -427,9 +458,14 @@ def assign(
         )
         lo, hi = starts[level], starts[level + 1]
         dist = (centres[lo:hi] - gt_centres[m]).abs().max(1).values
-        k = lo + int(dist.argmin())
-        if matched[k] < 0:
-            matched[k], forced[k] = m, True
+        # every point within a stride of the centre (2 x 2 of them, or the one it sits on):
+        # the points on either side of a box between them both learn it, so both predict
+        # the same box, which NMS merges, and neither a shifted half of it
+        near = lo + torch.nonzero(dist < level_strides[level]).flatten()
+        if not near.numel():
+            near = lo + dist.argmin().view(1)
+        near = near[matched[near] < 0]
+        matched[near], forced[near] = m, True
     # points inside an ignored box are not negatives
     if ignore.any():
         in_ignored = (inside & ignore[None]).any(1)
@@ -496,7 +532,10 @@ def detection_loss(
     ratio = (lr.min(1).values / lr.max(1).values.clamp_min(1e-6)) * (
         tb.min(1).values / tb.max(1).values.clamp_min(1e-6)
     )
-    ctr_target = torch.where(torch.cat(pos_forced), torch.ones_like(ratio), ratio.sqrt())
+    # the nearest-points positives (maybe outside the box): sqrt((1 - dx)(1 - dy)), d the
+    # distance from the box's centre in strides (< 1): highest at the point nearest the centre
+    near = (1 - (c - (gt[:, :2] + gt[:, 2:]) / 2).abs() / (ref[:, 2:] - ref[:, :2])).clamp(0, 1)
+    ctr_target = torch.where(torch.cat(pos_forced), near.prod(1).sqrt(), ratio.sqrt())
     loss_ctr = (
         nn.functional.binary_cross_entropy_with_logits(
             ctr[pos_idx[:, 0], pos_idx[:, 1], 0].float(), ctr_target, reduction="sum"
