@@ -977,3 +977,23 @@ def test_forecast_boxes_are_labelled_as_the_memory_s():
     assert np.array_equal(plain, annotator.draw(image, *args, np.array([False])))
     memory = annotator.draw(image, *args, np.array([True]))
     assert memory.shape == plain.shape and not np.array_equal(memory, plain)
+
+
+def test_the_video_shows_one_box_per_object():
+    """Boxes of two classes on one object (per-class NMS keeps both) are drawn as one, the
+    better scored; boxes of two objects side by side are both drawn."""
+    from sora.inference.draw import Annotator
+
+    annotator = Annotator(["a", "b"])
+    image = np.zeros((48, 64, 3), np.uint8)
+    boxes = np.array([[10.0, 20, 30, 40], [11, 20, 31, 41], [40, 5, 60, 25]])
+    scores, labels = np.array([0.4, 0.6, 0.5]), np.array([0, 1, 0])
+    assert annotator.shown(boxes, scores).tolist() == [1, 2]
+    drawn = annotator.draw(image, boxes, scores, labels, np.array([False, False, True]))
+    alone = annotator.draw(image, boxes[1:], scores[1:], labels[1:], np.array([False, True]))
+    assert np.array_equal(drawn, alone)
+    # a box seen in the frame wins over the memory's, whatever their scores
+    assert annotator.shown(boxes, scores, np.array([False, True, False])).tolist() == [2, 0]
+    every = Annotator(["a", "b"], one_box_iou=None)
+    assert every.shown(boxes, scores).tolist() == [0, 1, 2]
+    assert not np.array_equal(every.draw(image, boxes, scores, labels), drawn)

@@ -5,6 +5,11 @@ with one colour per class; tracks (:meth:`Annotator.draw_tracks`) get one colour
 id, the id in the label and a trail of the last ``trail`` frames (``TraceAnnotator``, which
 keeps a bounded window of points, so memory stays flat). Small frames are enlarged first (to at least ``min_height``
 pixels, nearest-neighbour so no detail is invented) so the labels stay readable.
+
+A detector's NMS is per class, so an object it is unsure of has a box for each class it
+might be. :meth:`Annotator.draw` shows one per object: of boxes overlapping by more than
+``one_box_iou`` (any classes), the highest-scoring one, one seen in the frame before one
+from the memory. The rows written for programs and evaluation keep them all.
 """
 
 from __future__ import annotations
@@ -22,8 +27,15 @@ with warnings.catch_warnings():  # supervision warns when OpenCV is absent; its 
 class Annotator:
     """``draw(image, boxes, scores, labels)`` -> a new annotated ``(H', W', 3)`` uint8 frame."""
 
-    def __init__(self, classes: list[str], min_height: int = 360, trail: int = 30):
+    def __init__(
+        self,
+        classes: list[str],
+        min_height: int = 360,
+        trail: int = 30,
+        one_box_iou: float | None = 0.5,
+    ):
         self.classes = classes
+        self.one_box_iou = one_box_iou
         self.min_height = min_height
         self._scale: int | None = None
         self.boxes = sv.BoxAnnotator(thickness=2)
@@ -40,6 +52,23 @@ class Annotator:
     def scale_for(self, height: int) -> int:
         """The integer enlargement for frames ``height`` pixels high."""
         return max(1, math.ceil(self.min_height / height))
+
+    def shown(
+        self, boxes: np.ndarray, scores: np.ndarray, forecast: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Indices of the boxes :meth:`draw` shows: class-agnostic NMS at ``one_box_iou``
+        (``None``: all of them), a box seen in the frame before any ``forecast`` one (the
+        memory's, of an object not seen), then by score."""
+        if self.one_box_iou is None or len(boxes) < 2:
+            return np.arange(len(boxes))
+        import torch
+        from torchvision.ops import nms
+
+        b = torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4)
+        rank = np.asarray(scores, np.float32).copy()
+        if forecast is not None:
+            rank[~np.asarray(forecast, bool)] += 1.0  # scores are in [0, 1]
+        return nms(b, torch.as_tensor(rank), self.one_box_iou).numpy()
 
     def canvas(self, image: np.ndarray) -> tuple[np.ndarray, int]:
         """A copy of ``image`` enlarged by ``k`` (:meth:`scale_for`) to draw on, and ``k``."""
@@ -98,11 +127,15 @@ class Annotator:
         labels: np.ndarray,
         forecast: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Boxes with ``class score`` labels; ``forecast`` boxes (the memory's, nothing of the
-        object seen) are labelled ``class score (memory)``."""
+        """Boxes with ``class score`` labels, one per object (:meth:`shown`); ``forecast``
+        boxes (the memory's, nothing of the object seen) are labelled ``class score
+        (memory)``."""
         canvas, k = self.canvas(image)
         if len(boxes) == 0:
             return canvas
+        keep = self.shown(boxes, scores, forecast)
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        forecast = None if forecast is None else np.asarray(forecast)[keep]
         det = sv.Detections(
             xyxy=np.asarray(boxes, np.float32) * k,
             confidence=np.asarray(scores, np.float32),
