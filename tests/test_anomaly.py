@@ -149,6 +149,16 @@ def test_calibration_and_scores():
         model(torch.zeros(1, 2, 3, 32, 40))
 
 
+def _maps_off(model, clip: torch.Tensor) -> dict:
+    """The outputs of ``model`` (its persistence and dwell maps turned off) on ``clip``,
+    checking that its heat map is then the calibrated prediction error alone."""
+    with torch.no_grad():
+        off = model(clip)
+    z = (off["pred_error"] - model.calibration[0]) / model.calibration[1]
+    torch.testing.assert_close(off["cells"][:, 1:], z[:, 1:])
+    return off
+
+
 def test_persistence_map_by_hand():
     model = _model(persist=3.0, dwell=0)
     model.set_background(torch.zeros(4, 3, 32, 48))
@@ -162,11 +172,8 @@ def test_persistence_map_by_hand():
     assert out["persistence"][0][:, [0, 0, 1, 1, 1], [0, 2, 0, 1, 2]].abs().max() == 0
     # off: zeros, and the heat map is the prediction error alone
     model.cfg.persist = 0
-    with torch.no_grad():
-        off = model(clip)
+    off = _maps_off(model, clip)
     assert torch.all(off["persistence"] == 0)
-    z = (off["pred_error"] - model.calibration[0]) / model.calibration[1]
-    torch.testing.assert_close(off["cells"][:, 1:], z[:, 1:])
 
 
 def test_dwell_map_by_hand():
@@ -194,11 +201,8 @@ def test_dwell_map_by_hand():
     # off: zeros, and the heat map leaves it out
     model.cfg.dwell = 0
     model.cfg.persist = 0
-    with torch.no_grad():
-        off = model(clip)
+    off = _maps_off(model, clip)
     assert torch.all(off["dwell"] == 0)
-    z = (off["pred_error"] - model.calibration[0]) / model.calibration[1]
-    torch.testing.assert_close(off["cells"][:, 1:], z[:, 1:])
     with pytest.raises(ValueError, match=r"anomaly.dwell must be in \[0, 1\), got 1.0"):
         _model(dwell=1.0)
 
