@@ -243,7 +243,7 @@ class SoraAnomaly(RunStreaming, nn.Module):
         else:
             persistence = torch.zeros_like(err)
         if self.cfg.dwell > 0:
-            dwell = dwell_counts(occupancy > self.dwell_level, None if first else run)
+            dwell = self.dwell_counts(occupancy, None if first else run)
             run = dwell[:, -1]
             cells = torch.maximum(
                 cells, (dwell - self.dwell_calibration[0]) / self.dwell_calibration[1]
@@ -283,6 +283,13 @@ class SoraAnomaly(RunStreaming, nn.Module):
         """The normal background: the per-pixel median of normal frames ``(N, 3, H, W)``
         (normalized), at stride P. Objects that pass do not survive the median."""
         self.background.copy_(self.small(frames).median(0).values)
+
+    def dwell_counts(
+        self, occupancy: torch.Tensor, start: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """:meth:`occupancy` ``(B, T, h, w)`` -> the dwell counts ``(B, T, h, w)``: frames in a
+        row over ``dwell_level`` (:func:`dwell_counts`, from ``start``)."""
+        return dwell_counts(occupancy > self.dwell_level, start)
 
     @torch.no_grad()
     def set_dwell_level(self, occupancy: torch.Tensor) -> None:

@@ -31,7 +31,7 @@ from sora.config import Config, config_from_dict
 from sora.data.anomaly import read_anomaly_split
 from sora.errors import DatasetError, VideoReadError
 from sora.io.video import read_video
-from sora.models.anomaly import SoraAnomaly, dwell_counts
+from sora.models.anomaly import SoraAnomaly
 from sora.tasks.classification import adamw_warmup_cosine
 
 CLASSES = ["anomaly"]
@@ -211,7 +211,7 @@ def fit_normality(model: SoraAnomaly, dm: AnomalyDataModule, config: Config) -> 
         # 67 over all the training footage) and made the alarm fire on normal traffic
         dwell = torch.cat(
             [
-                dwell_counts(torch.cat([occupancy(t), o])[None] > model.dwell_level)[0]
+                model.dwell_counts(torch.cat([occupancy(t), o])[None])[0]
                 for t, o in zip(dm.train_parts, held_out, strict=True)
             ]
         )
