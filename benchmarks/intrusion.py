@@ -17,7 +17,8 @@ Two sources of tracks:
   ``ZoneMonitor``: the ceiling, the rules alone;
 * ``sora watch`` (``--detector``): each video the detector did not train on (the 7 odd
   testing videos, one per anomaly type; 3 of them are its val split, used to pick the
-  checkpoint) streamed through ``watch()``: SoraDet, ByteTrack, the same rules. The detector
+  checkpoint) streamed through ``watch()``: SoraDet, ByteTrack, re-identification (``--reid``,
+  default colour, as ``sora watch``), the same rules. The detector
   is trained on ``DATA/detect`` into ``runs/bench-intrusion/SoraDet`` on the first run.
   ``--fresh DIR`` adds 14 more testing videos of the same scene that nothing was trained or
   chosen on (``generate(DIR, train=0, test=28)``, the last 14: the first 14 are the set's own).
@@ -101,12 +102,16 @@ def gt_alerts(frames: dict[int, list], rules) -> list[tuple[str, int, tuple]]:
     return alerts
 
 
-def watch_alerts(video: Path, detector: Path, zones: Path) -> tuple[list, dict]:
+def watch_alerts(
+    video: Path, detector: Path, zones: Path, reid: str | None = "colour"
+) -> tuple[list, dict]:
     """``[(kind, frame, box)]`` from ``sora watch``'s own loop on ``video``, and its summary."""
     from sora.inference.watch import watch
 
     events: list[dict] = []
-    summary = watch(video, model=detector, zones=zones, realtime=False, on_event=events.append)
+    summary = watch(
+        video, model=detector, zones=zones, realtime=False, on_event=events.append, reid=reid
+    )
     kinds = {"enter": "enter", "cross_in": "cross", "cross_out": "cross"}
     alerts = [
         (kinds[e["rule"]], round(e["time"] * FPS) + 1, e["box"])
@@ -182,8 +187,13 @@ def main() -> None:
     p.add_argument("--run", default="runs/bench-intrusion/SoraDet", help="the detector run")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--fresh", help="also 14 fresh testing videos, generated into this folder")
+    p.add_argument(
+        "--reid", default="colour", help="sora watch's --reid (default colour, as sora watch's)"
+    )
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
+    reid = None if args.reid == "none" else args.reid
+    tracks = "SoraDet + ByteTrack" + ("" if reid is None else f" + {reid} re-identification")
     data = Path(args.data)
     generate(data)
     objects = read_objects(data)
@@ -202,11 +212,11 @@ def main() -> None:
         for v in held_out:
             start = time.perf_counter()
             watched[v], summary = watch_alerts(
-                data / "testing" / f"{v}.mp4", run, data / "zones.yaml"
+                data / "testing" / f"{v}.mp4", run, data / "zones.yaml", reid
             )
             fps.append(summary["frames_processed"] / (time.perf_counter() - start))
         table += rows(
-            f"**sora watch** (SoraDet + ByteTrack), {len(held_out)} held-out videos",
+            f"**sora watch** ({tracks}), {len(held_out)} held-out videos",
             score(held_out, objects, watched),
         )
         if args.fresh:
@@ -217,11 +227,11 @@ def main() -> None:
             new_gt = {v: gt_alerts(new_objects[v], rules) for v in new}
             table += rows(f"ground truth, {len(new)} fresh videos", score(new, new_objects, new_gt))
             seen = {
-                v: watch_alerts(fresh / "testing" / f"{v}.mp4", run, data / "zones.yaml")[0]
+                v: watch_alerts(fresh / "testing" / f"{v}.mp4", run, data / "zones.yaml", reid)[0]
                 for v in new
             }
             table += rows(
-                f"**sora watch** (SoraDet + ByteTrack), {len(new)} fresh videos",
+                f"**sora watch** ({tracks}), {len(new)} fresh videos",
                 score(new, new_objects, seen),
             )
         note = [

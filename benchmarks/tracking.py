@@ -10,10 +10,12 @@ is then given detections down to 0.75 of it after class-agnostic NMS at IoU 0.5 
 defaults of ``sora track``). Scores are TrackEval's (HOTA, DetA, AssA, MOTA, IDF1, ID
 switches) on the **test** split through ``sora.evaluation.tracking.score_tracking``, the
 code of ``sora eval --task track``. "after occl." counts the ID switches whose object had
-been less than half visible since its last match.
+been less than half visible since its last match. Then each detector with ByteTrack and
+re-identification after it (:mod:`sora.inference.reid`) on each appearance embedding (the
+ground truth: colour only, it has no features).
 
 Speed: ``VideoTracker.track_video`` (the path of ``sora track``: decode, resize, SoraDet
-step, NMS, ByteTrack) over the ``--minutes`` recording of ``benchmarks/streaming.py``
+step, NMS, ByteTrack, colour re-identification) over the ``--minutes`` recording of ``benchmarks/streaming.py``
 (160x120, 20 fps; made once and cached), RSS sampled every 0.2 s.
 
     python benchmarks/tracking.py [--minutes 10]
@@ -26,14 +28,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from common import machine, write_section
 from streaming import make_inputs, rss_at, sampled_rss
 
-from sora.data.mot import dataset_labels, read_split
+from sora.data.mot import FrameStore, dataset_labels, read_split
 from sora.evaluation.detection import detect_sequence, operating_threshold, score_sequences
 from sora.evaluation.tracking import ground_truth_detections, score_tracking, track_sequence
 from sora.inference.detector import Detector
+from sora.inference.reid import EMBEDDINGS, MAX_DISTANCE, WINDOW, ReIdentifier, colour_embeddings
 from sora.inference.tracking import LOW_FRACTION, TRACKERS, VideoTracker, make_tracker
 
 DETECTORS = ("SoraDet", "per-frame", "ground truth")
@@ -45,26 +49,44 @@ def val_threshold(detector: Detector, val) -> float:
     return operating_threshold(result)
 
 
-def track_all(test, dets: dict, high: float, tracker: str = "bytetrack") -> dict:
+def track_all(
+    test, dets: dict, high: float, tracker: str = "bytetrack", reid: bool = False
+) -> dict:
     """``{sequence: tracks}``: ``dets`` (``{sequence: {frame: detections}}``) associated by
-    ``tracker`` with ``sora track``'s defaults for a run whose threshold is ``high``."""
+    ``tracker`` with ``sora track``'s defaults for a run whose threshold is ``high``; with
+    ``reid``, lost objects re-identified on the detections' embeddings (its defaults)."""
     return {
         s.name: track_sequence(
             s,
             dets[s.name],
             lambda fps: make_tracker(tracker, fps=fps, high=high),
             conf=LOW_FRACTION * high,
+            reid=ReIdentifier() if reid else None,
         )
         for s in test
     }
 
 
-def detections(name: str, work: Path, val, test) -> tuple[float, dict]:
-    """``(high threshold, {sequence: {frame: detections}})`` of one detector on ``test``."""
+def ground_truth_colours(seq) -> dict[int, dict]:
+    """The ground-truth boxes as detections, with their colour embeddings."""
+    store = FrameStore(seq, (seq.height, seq.width), cache=False)
+    dets = ground_truth_detections(seq)
+    for f, d in dets.items():
+        boxes = torch.as_tensor(np.asarray(d["boxes"], np.float32)).reshape(-1, 4)
+        d["embeddings"] = colour_embeddings(store.get(f), boxes).numpy()
+    return dets
+
+
+def detections(name: str, work: Path, val, test, embed: str | None = None) -> tuple[float, dict]:
+    """``(high threshold, {sequence: {frame: detections}})`` of one detector on ``test``
+    (with ``embed``, each box's appearance for re-identification)."""
     if name == "ground truth":
+        if embed == "colour":
+            return 0.5, {s.name: ground_truth_colours(s) for s in test}
         return 0.5, {s.name: ground_truth_detections(s) for s in test}
     detector = Detector(work / name, device="cpu")
-    return val_threshold(detector, val), {s.name: detect_sequence(detector, s) for s in test}
+    dets = {s.name: detect_sequence(detector, s, embed=embed) for s in test}
+    return val_threshold(detector, val), dets
 
 
 def end_to_end(video: Path, run: Path) -> dict:
@@ -98,7 +120,24 @@ def main() -> int:
     labels = dataset_labels(data)
     val, test = read_split(data, "val", labels), read_split(data, "test", labels)
     rows = []
+    reid_rows = []
     for det in DETECTORS:
+        for embed in ("colour",) if det == "ground truth" else EMBEDDINGS:
+            high, dets = detections(det, work, val, test, embed)
+            m = score_tracking(test, track_all(test, dets, high, reid=True), labels)
+            reid_rows.append(
+                {
+                    "detector": det,
+                    "reid": embed,
+                    **{k: m[k] for k in ("HOTA", "AssA", "MOTA", "IDF1", "IDSW")},
+                    "after_occlusion": m["id_switches"]["after_occlusion"],
+                }
+            )
+            print(
+                f"{det:>12} bytetrack + re-id {embed:>8}  HOTA {m['HOTA']:.3f} IDF1 "
+                f"{m['IDF1']:.3f} IDSW {m['IDSW']} ({reid_rows[-1]['after_occlusion']})",
+                flush=True,
+            )
         high, dets = detections(det, work, val, test)
         for tracker in TRACKERS:
             t0 = time.perf_counter()
@@ -133,8 +172,20 @@ def main() -> int:
             f"| {r['DetA']:.3f} | {r['AssA']:.3f} | {r['MOTA']:.3f} | {r['IDF1']:.3f} "
             f"| {r['IDSW']} | {r['after_occlusion']} | {r['assoc_fps']:.0f} |\n"
         )
+    table += (
+        "\nRe-identification after the tracker (ByteTrack; `sora track --reid`, window "
+        f"{WINDOW:g} s, cosine distance <= {MAX_DISTANCE}); the rows above are without it:\n\n"
+        "| detector | re-identification | HOTA | AssA | MOTA | IDF1 | ID switches "
+        "| after occl. |\n|---|---|---|---|---|---|---|---|\n"
+    )
+    for r in reid_rows:
+        table += (
+            f"| {r['detector']} | {r['reid']} | {r['HOTA']:.3f} | {r['AssA']:.3f} "
+            f"| {r['MOTA']:.3f} | {r['IDF1']:.3f} | {r['IDSW']} | {r['after_occlusion']} |\n"
+        )
     speed = (
-        f"\nEnd to end (`VideoTracker.track_video`, SoraDet + ByteTrack, decode included) over "
+        "\nEnd to end (`VideoTracker.track_video`, SoraDet + ByteTrack + colour "
+        f"re-identification, decode included) over "
         f"the {args.minutes:g}-minute 160x120 recording: {e2e['frames']} frames in "
         f"{e2e['seconds']:.0f} s = **{e2e['frames'] / e2e['seconds']:.0f} frames/s**; RSS "
         f"{rss_at(e2e, 0.1):.0f} / {rss_at(e2e, 0.5):.0f} / {rss_at(e2e, 1.0):.0f} MB at "

@@ -270,6 +270,7 @@ def test_cli_track_and_eval_task_track(det_run, det_data, tmp_path):
     assert "HOTA" in proc.stdout and "ID switches" in proc.stdout
     m = json.loads((det_run / "eval" / "tracking.json").read_text())
     assert m["task"] == "track" and m["tracker"] == "bytetrack" and m["num_frames"] == 16
+    assert m["reid"]["embedding"] == "colour" and m["reid"]["relinked"] >= 0  # on by default
     assert 0 <= m["HOTA"] <= 1 and m["id_switches"]["total"] == m["IDSW"]
     assert (det_run / "eval" / "tracks" / "bytetrack" / "test_000.txt").is_file()
     assert (det_run / "eval" / "id_switches.png").stat().st_size > 0

@@ -110,6 +110,14 @@ def test_enter_exit_dwell_once_each_and_debounced(tmp_path):
     m = _monitor(tmp_path, ZONE)
     appears = _run(m, [(30, 40)] * 25)
     assert [(e["rule"], e["time"]) for e in appears] == [("enter", 0.0), ("dwell", 2.0)]
+    # seen outside, unseen for 1 s (it walked in while hidden, or it is a re-identified id),
+    # seen inside: it entered while unseen, so the entry fires on that frame as well
+    m = _monitor(tmp_path, ZONE)
+    assert _run(m, [(80, 40)] * 5) == []
+    later = m.update(
+        1.5, _box(30, 40), np.array([1]), np.array([0]), np.array([0.9]), CLASSES, NOON
+    )
+    assert [(e["rule"], e["time"]) for e in later] == [("enter", 1.5)]
 
 
 def test_hours_and_lines(tmp_path):

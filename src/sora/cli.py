@@ -310,6 +310,11 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _reid(args) -> str | None:
+    """``--reid`` as VideoTracker takes it (``None``: off)."""
+    return None if args.reid == "none" else args.reid
+
+
 def _eval_track(args) -> int:
     from sora.evaluation.tracking import evaluate_tracking
     from sora.inference.tracking import parse_options
@@ -324,6 +329,8 @@ def _eval_track(args) -> int:
         nms_iou=None if args.nms >= 1 else args.nms,
         options=parse_options(args.tracker, args.tracker_set or []),
         actions=args.actions,
+        reid=_reid(args),
+        reid_window=args.reid_window,
     )
     sw = m["id_switches"]
     print(
@@ -522,6 +529,8 @@ def cmd_track(args) -> int:
         nms_iou=None if args.nms >= 1 else args.nms,
         options=options,
         actions=args.actions,
+        reid=_reid(args),
+        reid_window=args.reid_window,
     )
     names = vt.tagger.classes if vt.tagger is not None else None
     if _is_mot_split(args.source):
@@ -672,6 +681,8 @@ def cmd_watch(args) -> int:
         events=args.events,
         save_video=args.save_video,
         tracker=args.tracker,
+        reid=_reid(args),
+        reid_window=args.reid_window,
         realtime=True if args.realtime else None,
         webhook=args.webhook,
         max_frames=args.max_frames,
@@ -770,6 +781,26 @@ def _tracker_options(s: argparse.ArgumentParser) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="a keyword of the trackers package's class, e.g. lost_track_buffer=60 (repeatable)",
+    )
+    _reid_options(s)
+
+
+def _reid_options(s: argparse.ArgumentParser) -> None:
+    from sora.inference.reid import EMBEDDINGS, WINDOW
+
+    s.add_argument(
+        "--reid",
+        choices=[*EMBEDDINGS, "none"],
+        default="colour",
+        help="appearance that gives an object the tracker lost its id back when it returns: "
+        "the box's colours, SoraDet's fused features, both, or none (default colour)",
+    )
+    s.add_argument(
+        "--reid-window",
+        type=float,
+        default=WINDOW,
+        metavar="SECONDS",
+        help=f"how long a lost id can be given back (default {WINDOW:g})",
     )
 
 
@@ -959,6 +990,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--events", help="JSON-lines events file, appended (snapshots beside it)")
     s.add_argument("--save-video", help="annotated video (MP4)")
     _tracker_argument(s)
+    _reid_options(s)
     s.add_argument(
         "--realtime",
         action="store_true",

@@ -44,8 +44,11 @@ from sora.tasks.detection import mean_average_precision, metric_target
 OCCLUDED_BELOW = 0.5
 
 
-def detect_sequence(detector: Detector, seq: Sequence, chunk: int = 16) -> dict[int, dict]:
-    """Stream one sequence; ``{frame (1-based): {boxes, scores, labels}}`` in its pixels."""
+def detect_sequence(
+    detector: Detector, seq: Sequence, chunk: int = 16, embed: str | None = None
+) -> dict[int, dict]:
+    """Stream one sequence; ``{frame (1-based): {boxes, scores, labels}}`` in its pixels
+    (and ``embeddings`` with ``embed``, :meth:`~sora.inference.detector.Detector.stream`)."""
     store = FrameStore(seq, detector.size, cache=False)
     step = frame_step(seq, detector.config.detect.fps)
 
@@ -53,7 +56,9 @@ def detect_sequence(detector: Detector, seq: Sequence, chunk: int = 16) -> dict[
         for f in range(1, seq.num_frames + 1, step):
             yield (store.get(f), f) if seq.present[f - 1] else (None, f)
 
-    return dict(detector.stream(frames(), source_size=(seq.height, seq.width), chunk=chunk))
+    return dict(
+        detector.stream(frames(), source_size=(seq.height, seq.width), chunk=chunk, embed=embed)
+    )
 
 
 def _subset(target: dict, keep: torch.Tensor) -> dict:

@@ -263,6 +263,12 @@ def _tracking_section(e: Path, tr: dict) -> str:
                 ("IDF1", f"{tr['IDF1']:.3f}"),
                 ("ID switches", f"{sw['total']} ({sw['after_occlusion']} after occlusion)"),
                 ("score thresholds", f"{tr['high_threshold']:.2f} / {tr['conf']:.2f}"),
+                (
+                    "re-identification",
+                    "off"
+                    if not tr.get("reid")  # runs scored before it existed have no entry
+                    else f"{tr['reid']['embedding']}: {tr['reid']['relinked']} ids given back",
+                ),
             ]
         )
         + table(

@@ -44,6 +44,7 @@ from sora.errors import DatasetError
 from sora.evaluation import plots
 from sora.evaluation.detection import OCCLUDED_BELOW, detect_sequence
 from sora.inference.detector import FrameDetections
+from sora.inference.reid import ReIdentifier
 from sora.inference.tracking import NMS_IOU, FrameTracks, VideoTracker, track_detections
 from sora.io.files import atomic_write_text
 
@@ -64,9 +65,11 @@ def track_sequence(
     conf: float,
     nms_iou: float | None = NMS_IOU,
     step: int = 1,
+    reid: ReIdentifier | None = None,
 ) -> Tracks:
     """Associate one sequence's detections ``{frame: {boxes, scores, labels}}`` into tracks
-    with a fresh ``new_tracker(fps)``; frames are timed ``(frame - 1) / seq.fps``."""
+    with a fresh ``new_tracker(fps)``; frames are timed ``(frame - 1) / seq.fps``. ``reid``
+    (a fresh one) re-links lost objects on the detections' ``embeddings``."""
     tracker = new_tracker(seq.fps / step)
 
     def frames():
@@ -79,9 +82,12 @@ def track_sequence(
                 scores=np.asarray(d["scores"], np.float32),
                 labels=np.asarray(d["labels"], int),
                 forecast=None if "forecast" not in d else np.asarray(d["forecast"], bool),
+                embeddings=None if "embeddings" not in d else np.asarray(d["embeddings"]),
+                frame_size=(seq.height, seq.width),
             )
 
-    return {ft.index: ft for ft in track_detections(frames(), tracker, conf=conf, nms_iou=nms_iou)}
+    tracks = track_detections(frames(), tracker, conf=conf, nms_iou=nms_iou, reid=reid)
+    return {ft.index: ft for ft in tracks}
 
 
 def ground_truth_tracks(seq: Sequence, step: int = 1) -> Tracks:
@@ -383,15 +389,23 @@ def score_tracking(
 def run_sequence(vt: VideoTracker, seq: Sequence) -> tuple[Tracks, dict]:
     """One MOT sequence through ``vt``: SoraDet streamed over it, its detections associated,
     and each track's action when ``vt`` has an action run. Returns the tracks and
-    ``{"frames", "detect_seconds", "track_seconds"}`` (association and actions)."""
+    ``{"frames", "detect_seconds", "track_seconds", "relinked"}`` (association and actions;
+    how many new tracks re-identification gave an old id)."""
     t0 = time.perf_counter()
-    dets = detect_sequence(vt.detector, seq)
+    dets = detect_sequence(vt.detector, seq, embed=vt.reid)
     t1 = time.perf_counter()
     step = frame_step(seq, vt.detector.config.detect.fps)
-    tracks = track_sequence(seq, dets, vt.new_tracker, conf=vt.conf, nms_iou=vt.nms_iou, step=step)
+    reid = vt.new_reid()
+    tracks = track_sequence(
+        seq, dets, vt.new_tracker, conf=vt.conf, nms_iou=vt.nms_iou, step=step, reid=reid
+    )
     if vt.tagger is not None:
         tag_sequence(seq, tracks, vt.tagger)
-    cost = {"frames": len(dets), "detect_seconds": t1 - t0}
+    cost = {
+        "frames": len(dets),
+        "detect_seconds": t1 - t0,
+        "relinked": reid.relinked if reid else 0,
+    }
     return tracks, {**cost, "track_seconds": time.perf_counter() - t1}
 
 
@@ -407,13 +421,24 @@ def evaluate_tracking(
     options: dict | None = None,
     actions: str | Path | None = None,
     out: str | Path | None = None,
+    reid: str | None = "colour",
+    reid_window: float | None = None,
 ) -> dict:
     """Track every sequence of ``data/<split>`` with the detection run ``run`` and
-    ``tracker`` (thresholds and options as :class:`~sora.inference.tracking.VideoTracker`);
+    ``tracker`` (thresholds, options and ``reid`` as
+    :class:`~sora.inference.tracking.VideoTracker`);
     writes ``OUT/tracking.json`` (``OUT`` defaults to ``RUN/eval``), the tracks
     under ``OUT/tracks/<tracker>/`` and ``OUT/id_switches.png``. Returns the metrics."""
     vt = VideoTracker(
-        run, tracker, high=high, conf=conf, nms_iou=nms_iou, options=options, actions=actions
+        run,
+        tracker,
+        high=high,
+        conf=conf,
+        nms_iou=nms_iou,
+        options=options,
+        actions=actions,
+        reid=reid,
+        reid_window=reid_window,
     )
     detector = vt.detector
     data = Path(data)
@@ -430,10 +455,11 @@ def evaluate_tracking(
     step = steps.pop()
     tracks: dict[str, Tracks] = {}
     detect_s = track_s = 0.0
-    frames = 0
+    frames = relinked = 0
     for seq in sequences:
         tracks[seq.name], cost = run_sequence(vt, seq)
         frames += cost["frames"]
+        relinked += cost["relinked"]
         detect_s += cost["detect_seconds"]
         track_s += cost["track_seconds"]
         write_tracks(out / "tracks" / tracker / f"{seq.name}.txt", tracks[seq.name])
@@ -452,6 +478,14 @@ def evaluate_tracking(
         "high_threshold": round(vt.high, 4),
         "conf": round(vt.conf, 4),
         "nms_iou": vt.nms_iou,
+        "reid": None
+        if vt.reid is None
+        else {
+            "embedding": vt.reid,
+            "window_seconds": vt.reid_window,
+            "max_distance": vt.reid_distance,
+            "relinked": relinked,
+        },
         "num_sequences": len(sequences),
         "num_frames": frames,
         **metrics,

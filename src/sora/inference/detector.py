@@ -29,7 +29,9 @@ class FrameDetections:
     """Detections of one frame: ``boxes (n, 4)`` xyxy in the source's pixels, ``scores (n,)``,
     ``labels (n,)`` 0-based class indices, ``forecast (n,)`` bool: boxes the memory carries
     where nothing is seen (``detect.forecast``; ``None``: not known); ``image`` the frame as
-    decoded (``(H, W, 3)`` uint8) when the source was a video, else ``None``."""
+    decoded (``(H, W, 3)`` uint8) when the source was a video, else ``None``;
+    ``embeddings (n, E)`` unit appearance vectors when asked for (``embed``), else ``None``;
+    ``frame_size`` the source's ``(height, width)`` (``None``: not known)."""
 
     index: int
     time: float
@@ -38,6 +40,8 @@ class FrameDetections:
     labels: np.ndarray
     forecast: np.ndarray | None = None
     image: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+    frame_size: tuple[int, int] | None = None
 
 
 def prepare_frames(
@@ -88,12 +92,19 @@ class Detector:
         source_size: tuple[int, int],
         chunk: int = 16,
         score_thresh: float | None = None,
+        embed: str | None = None,
     ) -> Iterator[tuple[object, dict]]:
         """``(uint8 (3, h, w) frame, tag)`` pairs -> ``(tag, {boxes, scores, labels})`` per
         frame, in order, with boxes scaled to ``source_size`` = ``(height, width)``.
 
+        ``embed`` (``"colour"``, ``"features"`` or ``"both"``; :mod:`sora.inference.reid`)
+        adds ``embeddings (n, E)``: each box's appearance, for re-identification.
         A ``None`` frame resets the state (a gap in the sequence) and yields nothing.
         """
+        from sora.inference.reid import EMBEDDINGS
+
+        if embed is not None and embed not in EMBEDDINGS:
+            raise ValueError(f"unknown embedding {embed!r} (choose from {', '.join(EMBEDDINGS)})")
         sy, sx = source_size[0] / self.size[0], source_size[1] / self.size[1]
         scale = torch.tensor([sx, sy, sx, sy], device=self.device)
         state = self.model.init_state(1, self.device)
@@ -102,10 +113,12 @@ class Detector:
         def flush():
             nonlocal state
             clip = self.prepare(torch.stack([f for f, _ in pending])).unsqueeze(0)
-            out, state = self.model.run(clip, state)
+            out, state = self.model.run(clip, state, features=embed in ("features", "both"))
             flat = {k: v[0] for k, v in out.items()}
             dets = self.model.detect(flat, *self.size, score_thresh=score_thresh)
-            for (_, tag), d in zip(pending, dets, strict=True):
+            for n, ((frame, tag), d) in enumerate(zip(pending, dets, strict=True)):
+                if embed is not None:
+                    d["embeddings"] = self._embed(embed, frame, flat.get("features"), n, d)
                 yield tag, {k: (v * scale if k == "boxes" else v).cpu() for k, v in d.items()}
             pending.clear()
 
@@ -121,6 +134,20 @@ class Detector:
         if pending:
             yield from flush()
 
+    def _embed(self, embed: str, frame, features, k: int, d: dict) -> torch.Tensor:
+        """Frame ``k`` of a chunk (``frame`` uint8 ``(3, h, w)`` as given): its boxes'
+        appearance (:mod:`sora.inference.reid`)."""
+        from sora.inference.reid import colour_embeddings, join_embeddings
+
+        parts = []
+        if embed in ("colour", "both"):  # on the frame as given: small boxes keep detail
+            sy, sx = frame.shape[-2] / self.size[0], frame.shape[-1] / self.size[1]
+            to_frame = torch.tensor([sx, sy, sx, sy], device=self.device)
+            parts.append(colour_embeddings(frame.to(self.device), d["boxes"] * to_frame))
+        if embed in ("features", "both"):
+            parts.append(self.model.box_embeddings(features[k], d["boxes"]))
+        return parts[0] if len(parts) == 1 else join_embeddings(*parts)
+
     def detect_video(
         self,
         source: str | int | Path,
@@ -128,6 +155,7 @@ class Detector:
         score_thresh: float | None = None,
         keep_images: bool = False,
         retries: int = 5,
+        embed: str | None = None,
         **reader_kwargs,
     ) -> Iterator[FrameDetections]:
         """Detections for every frame of a video file, image folder, webcam or URL (at the
@@ -145,6 +173,7 @@ class Detector:
             score_thresh=score_thresh,
             keep_images=keep_images,
             chunk=1 if reader.live else 8,
+            embed=embed,
         )
 
     def detect_frames(
@@ -154,6 +183,7 @@ class Detector:
         score_thresh: float | None = None,
         keep_images: bool = False,
         chunk: int = 8,
+        embed: str | None = None,
     ) -> Iterator[FrameDetections]:
         """Decoded frames (``None``: a gap, the state restarts) -> detections per frame, through
         :meth:`stream` in chunks of ``chunk``; the frames' size is read off the first one (no
@@ -167,7 +197,11 @@ class Detector:
             for fr in chain([first], frames)
         )
         for fr, d in self.stream(
-            pairs, source_size=first.image.shape[:2], chunk=chunk, score_thresh=score_thresh
+            pairs,
+            source_size=first.image.shape[:2],
+            chunk=chunk,
+            score_thresh=score_thresh,
+            embed=embed,
         ):
             yield FrameDetections(
                 index=fr.index,
@@ -177,4 +211,6 @@ class Detector:
                 labels=d["labels"].numpy(),
                 forecast=d["forecast"].numpy(),
                 image=fr.image if keep_images else None,
+                embeddings=d["embeddings"].numpy() if "embeddings" in d else None,
+                frame_size=fr.image.shape[:2],
             )

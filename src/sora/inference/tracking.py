@@ -16,6 +16,9 @@ points; docs/track.md).
 
 Track ids in Sora's output are 1-based (MOTChallenge); finished tracks are released by the
 tracker after ``lost_track_buffer`` (default 30 frames at 30 fps = 1 s without a match).
+An object that comes back later gets a new id from the tracker; :class:`VideoTracker`
+re-identifies it after the tracker by appearance (:mod:`sora.inference.reid`, on by
+default), so it keeps its old one.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # torch and the trackers package load when used: `sora --help` stays fast
     from sora.inference.detector import FrameDetections
+    from sora.inference.reid import ReIdentifier
 
 #: Default lowest score fed to the tracker, as a fraction of the high threshold. Chosen on
 #: MotionShapes-Det's val split (0.5, 0.75 and 1.0 tried; docs/track.md): lower lets ByteTrack
@@ -133,6 +137,7 @@ def track_detections(
     conf: float = 0.1,
     nms_iou: float | None = NMS_IOU,
     forecast: bool = False,
+    reid: ReIdentifier | None = None,
 ) -> Iterator[FrameTracks]:
     """Associate per-frame detections into tracks, in order. Detections scored below
     ``conf`` are not shown to the tracker, nor those suppressed by class-agnostic NMS at
@@ -140,7 +145,9 @@ def track_detections(
     (measured: the same IDF1 without them, 0.609 against 0.611, and better line crossings
     in ``sora watch``, precision 1.000 against 0.925, recall 0.839 against 0.790). Only
     confirmed tracks are returned (a new track needs the tracker's
-    ``minimum_consecutive_frames``). ``None`` (a gap in a live source)
+    ``minimum_consecutive_frames``). With ``reid``, a new track that is an object the tracker
+    lost takes its old id back (:class:`~sora.inference.reid.ReIdentifier`, on the frames'
+    ``embeddings``). ``None`` (a gap in a live source)
     is skipped: the tracker sees the gap through the next frame's timestamp."""
     import supervision as sv
     import torch
@@ -157,21 +164,29 @@ def track_detections(
         if nms_iou is not None and len(keep) > 1:
             kept = nms(torch.from_numpy(fd.boxes[keep]), torch.from_numpy(fd.scores[keep]), nms_iou)
             keep = keep[kept.numpy()]
+        embedded = fd.embeddings is not None
         det = sv.Detections(
             xyxy=np.asarray(fd.boxes[keep], np.float32).reshape(-1, 4),
             confidence=np.asarray(fd.scores[keep], np.float32),
             class_id=np.asarray(fd.labels[keep], int),
+            data={"embedding": fd.embeddings[keep]} if embedded else {},
         )
         image = fd.image[..., ::-1].copy() if needs_frame and fd.image is not None else None
         out = tracker.update(det, frame=image, timestamp=float(fd.time))
         ok = out.tracker_id >= 0 if len(out) else np.zeros(0, bool)
+        ids = out.tracker_id[ok].astype(int) + 1
+        labels = out.class_id[ok].astype(int)
+        if reid is not None:  # the tracker's rows carry their embeddings along (sv data)
+            emb = out.data.get("embedding") if embedded else None  # (an empty result has none)
+            boxes = out.xyxy[ok]
+            ids = reid(fd.time, ids, labels, None if emb is None else emb[ok], boxes, fd.frame_size)
         yield FrameTracks(
             index=fd.index,
             time=fd.time,
             boxes=out.xyxy[ok].astype(np.float32),
             scores=out.confidence[ok].astype(np.float32),
-            labels=out.class_id[ok].astype(int),
-            ids=out.tracker_id[ok].astype(int) + 1,
+            labels=labels,
+            ids=ids,
             image=fd.image,
         )
 
@@ -182,7 +197,10 @@ class VideoTracker:
 
     ``high`` defaults to the run's best-F1 threshold, ``conf`` to ``LOW_FRACTION * high``,
     ``nms_iou`` (class-agnostic NMS before association; ``None`` off) to :data:`NMS_IOU`;
-    ``options`` go to the tracker's constructor (:func:`tracker_options`). ``actions``: a
+    ``options`` go to the tracker's constructor (:func:`tracker_options`). ``reid``: the
+    appearance that gives a lost object its id back (``"colour"``, the default,
+    ``"features"``, ``"both"``; ``None``: off), within ``reid_window`` seconds and
+    ``reid_distance`` (:class:`~sora.inference.reid.ReIdentifier`). ``actions``: a
     classify run trained on action tubes; every track then gets an action
     (:class:`~sora.inference.actions.ActionTagger`)."""
 
@@ -197,10 +215,22 @@ class VideoTracker:
         options: dict | None = None,
         device: str | None = None,
         actions=None,
+        reid: str | None = "colour",
+        reid_window: float | None = None,
+        reid_distance: float | None = None,
     ):
         from sora.inference.detector import Detector
+        from sora.inference.reid import EMBEDDINGS, MAX_DISTANCE, WINDOW, ReIdentifier
 
         _tracker_class(tracker)  # unknown names fail before the model loads
+        if reid is not None and reid not in EMBEDDINGS:
+            raise ValueError(
+                f"unknown re-identification {reid!r} (choose from {', '.join(EMBEDDINGS)}, or none)"
+            )
+        self.reid = reid
+        self.reid_window = WINDOW if reid_window is None else float(reid_window)
+        self.reid_distance = MAX_DISTANCE if reid_distance is None else float(reid_distance)
+        ReIdentifier(self.reid_window, self.reid_distance)  # bad values fail here too
         self.detector = Detector(run, device=device)
         self.classes = self.detector.classes
         self.name = tracker
@@ -218,6 +248,12 @@ class VideoTracker:
         """A fresh tracker for one video at nominal rate ``fps``."""
         return make_tracker(self.name, fps=fps, high=self.high, **self.options)
 
+    def new_reid(self) -> ReIdentifier | None:
+        """A fresh re-identifier for one video (``None`` with ``reid`` off)."""
+        from sora.inference.reid import ReIdentifier
+
+        return None if self.reid is None else ReIdentifier(self.reid_window, self.reid_distance)
+
     def track_video(
         self, source, *, fps: float = 25.0, keep_images: bool = False, **kwargs
     ) -> Iterator[FrameTracks]:
@@ -225,9 +261,15 @@ class VideoTracker:
         not resample; the tracker works on timestamps either way)."""
         tracker = self.new_tracker(self.detector.config.detect.fps or fps)
         frames = self.detector.detect_video(
-            source, score_thresh=self.conf, keep_images=keep_images or bool(self.tagger), **kwargs
+            source,
+            score_thresh=self.conf,
+            keep_images=keep_images or bool(self.tagger),
+            embed=self.reid,
+            **kwargs,
         )
-        for ft in track_detections(frames, tracker, conf=self.conf, nms_iou=self.nms_iou):
+        for ft in track_detections(
+            frames, tracker, conf=self.conf, nms_iou=self.nms_iou, reid=self.new_reid()
+        ):
             if self.tagger is not None:
                 ft.actions, ft.action_probs = self.tagger.update(
                     ft.time, ft.image, ft.ids, ft.boxes

@@ -197,6 +197,8 @@ def watch(
     events: str | Path | None = None,
     save_video: str | Path | None = None,
     tracker: str = "bytetrack",
+    reid: str | None = "colour",
+    reid_window: float | None = None,
     realtime: bool | None = None,
     webhook: str | None = None,
     snapshots: bool = True,
@@ -209,6 +211,8 @@ def watch(
     summary. ``model``: a detection run (needed for ``zones``); ``anomaly``: an anomaly run,
     alerting when its score has stayed over ``anomaly_threshold`` (default: the run's) for
     ``anomaly_hold`` seconds.
+    ``tracker``, ``reid`` (the appearance that gives a lost object its id back; ``None``
+    off) and ``reid_window`` as in :class:`~sora.inference.tracking.VideoTracker`.
     ``realtime`` (default: on for live sources): drop frames when behind. Events go to
     ``events`` (JSON lines; snapshots in ``<events>_snapshots/``), to ``on_event`` and to
     ``webhook``.
@@ -223,7 +227,7 @@ def watch(
     if model is not None:
         from sora.inference.tracking import VideoTracker
 
-        vt = VideoTracker(model, tracker, device=device)
+        vt = VideoTracker(model, tracker, device=device, reid=reid, reid_window=reid_window)
     scorer = alarm = None
     if anomaly is not None:
         scorer = AnomalyScorer(anomaly, device=device)
@@ -267,10 +271,12 @@ def watch(
         from sora.inference.tracking import track_detections
 
         detections = vt.detector.detect_frames(
-            grabbed_frames(), score_thresh=vt.conf, keep_images=True, chunk=1
+            grabbed_frames(), score_thresh=vt.conf, keep_images=True, chunk=1, embed=vt.reid
         )
         tracker_ = vt.new_tracker(vt.detector.config.detect.fps or meta_fps)
-        items = track_detections(detections, tracker_, conf=vt.conf, nms_iou=vt.nms_iou)
+        items = track_detections(
+            detections, tracker_, conf=vt.conf, nms_iou=vt.nms_iou, reid=vt.new_reid()
+        )
     else:
         items = (fr for fr in grabbed_frames() if fr is not None)
     try:

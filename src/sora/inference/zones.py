@@ -216,9 +216,14 @@ class ZoneMonitor:
             tracker_id=np.asarray(ids, int),
         )
         names = [classes[c] for c in det.class_id]
+        debounce = self.rules.debounce
+        # back after a gap longer than the debounce (re-identified, or the tracker kept it
+        # through an occlusion): where it was before is no edge to flicker on either
+        back = {
+            int(i) for i in det.tracker_id if t - self.last_seen.get(int(i), t) > debounce + 1e-9
+        }
         for i in det.tracker_id:
             self.last_seen[int(i)] = t
-        debounce = self.rules.debounce
         for zi, (zone, poly) in enumerate(zip(self.rules.zones, self.polygons, strict=True)):
             inside = poly.trigger(det) if len(det) else np.zeros(0, bool)
             on = armed(zone.hours, now)
@@ -233,6 +238,11 @@ class ZoneMonitor:
                     if zone.enter and on:
                         self._fire(events, t, zone.name, "enter", det, k, names[k])
                 s = self.state.setdefault(key, {"inside": False, "since": None})
+                if int(track) in back and inside[k] and not s["inside"]:
+                    # seen outside, then unseen, now inside: it entered while unseen
+                    s.update(inside=True, since=None, entered=t)
+                    if zone.enter and on:
+                        self._fire(events, t, zone.name, "enter", det, k, names[k])
                 if bool(inside[k]) != s["inside"]:
                     s["since"] = t if s["since"] is None else s["since"]
                     if t - s["since"] >= debounce - 1e-9:  # the change has lasted: accept it

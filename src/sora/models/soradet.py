@@ -40,6 +40,7 @@ from torchvision.ops import (
     box_iou,
     clip_boxes_to_image,
     generalized_box_iou_loss,
+    roi_align,
     sigmoid_focal_loss,
 )
 
@@ -259,14 +260,21 @@ class SoraDet(RunStreaming, nn.Module):
         return {n: torch.zeros(0, device=device) for n in names}
 
     def run(
-        self, clip: torch.Tensor, state: State | None = None, *, memory: bool = True
+        self,
+        clip: torch.Tensor,
+        state: State | None = None,
+        *,
+        memory: bool = True,
+        features: bool = False,
     ) -> tuple[Outputs, State]:
         """``(B, T, 3, H, W)`` from ``state`` (``None``: a fresh one) -> outputs with a ``T``
         axis, and the state after the last frame.
 
         ``memory=False`` skips the recurrent cells: the outputs are the per-frame network's
         (what the cells give while their gates are 0) and the state is returned empty. Training
-        uses it for its first ``detect.memory_warmup`` share of steps."""
+        uses it for its first ``detect.memory_warmup`` share of steps. ``features=True`` adds
+        ``"features"``: the finest fused map ``(B, T, D, H/8, W/8)`` the heads see (FPN plus
+        memory), for :meth:`box_embeddings`."""
         self._check(clip, 5, "clip")
         b, t = clip.shape[:2]
         feats = self.backbone(clip.flatten(0, 1))
@@ -304,6 +312,8 @@ class SoraDet(RunStreaming, nn.Module):
             "bbox_regression": bbox_regression,
             "bbox_ctrness": bbox_ctrness,
         }
+        if features:
+            out["features"] = levels[0]
         if self.forecast is not None and before:
             fc = self.forecast(before)
             out.update(zip(("forecast_" + k for k in FIELDS), fc, strict=True))
@@ -311,6 +321,18 @@ class SoraDet(RunStreaming, nn.Module):
             valid[:, 0] = not fresh
             out["forecast_valid"] = valid.flatten()
         return {k: v.view(b, t, *v.shape[1:]) for k, v in out.items()}, new
+
+    def box_embeddings(self, features: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """One frame's fused map ``(D, h, w)`` (``run(..., features=True)``) and ``(n, 4)``
+        xyxy boxes in the model's input pixels -> ``(n, 4 * D)`` unit appearance vectors: the
+        map pooled over each box on a 2x2 grid (RoIAlign), for re-identification."""
+        if not len(boxes):
+            return features.new_zeros(0, 4 * features.shape[0])
+        stride = self.strides[0]
+        pooled = roi_align(
+            features[None].float(), [boxes.float()], 2, spatial_scale=1 / stride, aligned=True
+        ).flatten(1)
+        return pooled / pooled.norm(dim=1, keepdim=True).clamp_min(1e-9)
 
     # -- decoding ------------------------------------------------------------------------
     def _candidates(self, logits, reg, ctr, anchors, height, width, thresh, top=1000):
