@@ -20,6 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from sora.errors import CheckpointError
+from sora.inference.reid import EMBEDDINGS, colour_embeddings, join_embeddings, unit
 from sora.io.video import Frame, VideoReader, reconnecting
 from sora.models.store import load_model, resolve_model_dir
 
@@ -101,8 +102,6 @@ class Detector:
         adds ``embeddings (n, E)``: each box's appearance, for re-identification.
         A ``None`` frame resets the state (a gap in the sequence) and yields nothing.
         """
-        from sora.inference.reid import EMBEDDINGS
-
         if embed is not None and embed not in EMBEDDINGS:
             raise ValueError(f"unknown embedding {embed!r} (choose from {', '.join(EMBEDDINGS)})")
         sy, sx = source_size[0] / self.size[0], source_size[1] / self.size[1]
@@ -137,15 +136,13 @@ class Detector:
     def _embed(self, embed: str, frame, features, k: int, d: dict) -> torch.Tensor:
         """Frame ``k`` of a chunk (``frame`` uint8 ``(3, h, w)`` as given): its boxes'
         appearance (:mod:`sora.inference.reid`)."""
-        from sora.inference.reid import colour_embeddings, join_embeddings
-
         parts = []
         if embed in ("colour", "both"):  # on the frame as given: small boxes keep detail
             sy, sx = frame.shape[-2] / self.size[0], frame.shape[-1] / self.size[1]
             to_frame = torch.tensor([sx, sy, sx, sy], device=self.device)
             parts.append(colour_embeddings(frame.to(self.device), d["boxes"] * to_frame))
         if embed in ("features", "both"):
-            parts.append(self.model.box_embeddings(features[k], d["boxes"]))
+            parts.append(unit(self.model.box_embeddings(features[k], d["boxes"])))
         return parts[0] if len(parts) == 1 else join_embeddings(*parts)
 
     def detect_video(

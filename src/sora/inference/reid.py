@@ -120,12 +120,11 @@ class ReIdentifier:
             classes = np.array([self.gallery[i][1] for i in lost])
             cost[np.asarray(labels)[new][:, None] != classes[None]] = np.inf
         if centres is not None and diagonal:
-            placed = [c for c, i in enumerate(lost) if self.gallery[i][3] is not None]
-            last = np.stack([self.gallery[lost[c]][3] for c in placed]).reshape(-1, 2)
+            # an id last seen without a box has a NaN centre: no limit (NaN > x is False)
+            unknown = np.full(2, np.nan)
+            last = np.stack([unknown if (c := self.gallery[i][3]) is None else c for i in lost])
             shift = np.linalg.norm(centres[new][:, None] - last[None], axis=2) / diagonal
-            far = cost[:, placed]
-            far[shift > self.max_shift] = np.inf
-            cost[:, placed] = far
+            cost[shift > self.max_shift] = np.inf
         cost[cost > self.max_distance] = np.inf
         finite = np.where(np.isfinite(cost), cost, 1e6)
         rows, cols = linear_sum_assignment(finite)
@@ -155,9 +154,7 @@ class ReIdentifier:
                 self.mapping[ids[k]] = out[k] = ids[k]
                 uses[o] -= 1
                 self.relinked -= 1
-        for k, o in enumerate(out):
-            if embeddings is None:
-                continue
+        for k, o in enumerate(out if embeddings is not None else []):
             e = np.asarray(embeddings[k], np.float32)
             if o in self.gallery:
                 old = self.gallery[o][0]

@@ -176,14 +176,14 @@ def track_detections(
         ok = out.tracker_id >= 0 if len(out) else np.zeros(0, bool)
         ids = out.tracker_id[ok].astype(int) + 1
         labels = out.class_id[ok].astype(int)
+        boxes = out.xyxy[ok].astype(np.float32)
         if reid is not None:  # the tracker's rows carry their embeddings along (sv data)
             emb = out.data.get("embedding") if embedded else None  # (an empty result has none)
-            boxes = out.xyxy[ok]
             ids = reid(fd.time, ids, labels, None if emb is None else emb[ok], boxes, fd.frame_size)
         yield FrameTracks(
             index=fd.index,
             time=fd.time,
-            boxes=out.xyxy[ok].astype(np.float32),
+            boxes=boxes,
             scores=out.confidence[ok].astype(np.float32),
             labels=labels,
             ids=ids,

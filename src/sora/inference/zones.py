@@ -231,18 +231,17 @@ class ZoneMonitor:
                 if zone.classes is not None and names[k] not in zone.classes:
                     continue
                 key = (zi, int(track))
-                if key not in self.state and inside[k]:
-                    # first seen inside: no edge to flicker on (the tracker already asked for
-                    # consecutive frames), so the entry is not held back by the debounce
+                unseen = key not in self.state or (
+                    int(track) in back and not self.state[key]["inside"]
+                )
+                if inside[k] and unseen:
+                    # first seen inside, or seen outside and now back inside after a gap: it
+                    # entered unseen, there is no edge to flicker on (the tracker already
+                    # asked for consecutive frames), so the entry is not held back
                     self.state[key] = {"inside": True, "since": None, "entered": t}
                     if zone.enter and on:
                         self._fire(events, t, zone.name, "enter", det, k, names[k])
                 s = self.state.setdefault(key, {"inside": False, "since": None})
-                if int(track) in back and inside[k] and not s["inside"]:
-                    # seen outside, then unseen, now inside: it entered while unseen
-                    s.update(inside=True, since=None, entered=t)
-                    if zone.enter and on:
-                        self._fire(events, t, zone.name, "enter", det, k, names[k])
                 if bool(inside[k]) != s["inside"]:
                     s["since"] = t if s["since"] is None else s["since"]
                     if t - s["since"] >= debounce - 1e-9:  # the change has lasted: accept it

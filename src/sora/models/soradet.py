@@ -324,15 +324,15 @@ class SoraDet(RunStreaming, nn.Module):
 
     def box_embeddings(self, features: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """One frame's fused map ``(D, h, w)`` (``run(..., features=True)``) and ``(n, 4)``
-        xyxy boxes in the model's input pixels -> ``(n, 4 * D)`` unit appearance vectors: the
-        map pooled over each box on a 2x2 grid (RoIAlign), for re-identification."""
+        xyxy boxes in the model's input pixels -> ``(n, 4 * D)``: the map pooled over each box
+        on a 2x2 grid (RoIAlign), for re-identification (:mod:`sora.inference.reid` scales
+        the rows to unit length)."""
         if not len(boxes):
             return features.new_zeros(0, 4 * features.shape[0])
         stride = self.strides[0]
-        pooled = roi_align(
+        return roi_align(
             features[None].float(), [boxes.float()], 2, spatial_scale=1 / stride, aligned=True
         ).flatten(1)
-        return pooled / pooled.norm(dim=1, keepdim=True).clamp_min(1e-9)
 
     # -- decoding ------------------------------------------------------------------------
     def _candidates(self, logits, reg, ctr, anchors, height, width, thresh, top=1000):
