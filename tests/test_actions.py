@@ -122,6 +122,34 @@ def test_streamed_per_track_actions_equal_the_classifier_on_the_tube(act_data, a
     torch.testing.assert_close(tagger.tracks[ident].current, offline, atol=1e-5, rtol=1e-4)
 
 
+def test_a_track_back_after_a_gap_starts_a_new_tube_and_keeps_its_votes(action_run):
+    tagger = ActionTagger(action_run, device="cpu")
+    dt = 1 / (tagger.fps or 15)
+    g = np.random.default_rng(0)
+    images = [g.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(40)]
+    left, right = [[2, 2, 18, 18]], [[40, 20, 60, 40]]
+    k = 0
+    for _ in range(tagger.window + 2):  # one window scored, two steps into the next
+        tagger.update(k * dt, images[k], [1], left)
+        k += 1
+    assert tagger.tracks[1].windows == 1 and tagger.tracks[1].steps == 2
+    votes = tagger.tracks[1].window_sum.clone()
+    for _ in range(3):  # gone for three frames (the tracker kept its id, or re-ID gave it back)
+        tagger.update(k * dt, images[k], [], [])
+        k += 1
+    fresh = ActionTagger(action_run, device="cpu")
+    for j in range(3):  # back on the right: the same as a new tube there
+        tagger.update(k * dt, images[k], [1], right)
+        fresh.update(j * dt, images[k], [1], right)
+        k += 1
+    t = tagger.tracks[1]
+    np.testing.assert_allclose(tagger.cropper.state[1], fresh.cropper.state[1])
+    torch.testing.assert_close(t.current, fresh.tracks[1].current)
+    assert t.steps == 3 and t.windows == 1
+    torch.testing.assert_close(t.window_sum, votes)  # the scored window still counts
+    torch.testing.assert_close(t.probabilities(), votes)
+
+
 def test_a_track_not_seen_for_a_while_is_released(action_run):
     tagger = ActionTagger(action_run, device="cpu", forget_after=1.0)
     image = np.zeros((48, 64, 3), np.uint8)

@@ -32,9 +32,9 @@ from sora.evaluation.anomaly import (
     runs,
 )
 from sora.io.video import write_video
-from sora.models.anomaly import SoraAnomaly, dwell_counts
+from sora.models.anomaly import MIN_BLOCKS, SoraAnomaly, dwell_counts, return_level
 from sora.models.store import load_model
-from sora.tasks.anomaly import fit_normality, normalize
+from sora.tasks.anomaly import ALERT_BLOCK_SECONDS, fit_normality, normalize, stream
 
 TINY = ModelConfig(widths=[8, 8, 16, 16, 16])
 
@@ -220,9 +220,19 @@ def test_fit_normality_sets_the_dwell_level_and_counts_on_every_training_frame()
     val[2:5, :, 16:32, 16:32] = 250
     train = train + torch.randint(0, 6, train.shape, generator=g, dtype=torch.uint8)
     val = val + torch.randint(0, 6, val.shape, generator=g, dtype=torch.uint8)
-    dm = SimpleNamespace(train_parts=[train], val_parts=[val])
+    dm = SimpleNamespace(train_parts=[train], val_parts=[val], fps=2.5)
     summary = fit_normality(model, dm, config)
     assert summary["calibration_frames"] == 10 and np.isfinite(summary["threshold"])
+    # the alert threshold comes from every frame (4 blocks of 4 s at 2.5 fps: too few for a
+    # fit, so the highest score), above the held-out frames' highest
+    whole = stream(model, torch.cat([train, val]), config)["score"]
+    assert summary["threshold_frames"] == 40 and summary["false_alarms_per_hour"] == 1.0
+    assert summary["threshold"] == pytest.approx(float(whole.max()))
+    held = stream(model, torch.cat([train[-config.anomaly.clip_len :], val]), config)["score"]
+    assert summary["threshold"] > float(held[config.anomaly.clip_len :].max())
+    config.anomaly.false_alarms_per_hour = 0.0  # the rule of runs saved before it
+    old = fit_normality(model, dm, config)
+    assert old["threshold"] == pytest.approx(float(held[config.anomaly.clip_len :].max()))
     occupancy = model.occupancy(normalize(val, config))
     assert float(model.dwell_level) == pytest.approx(float(occupancy.flatten().quantile(0.8)))
     counts = dwell_counts(
@@ -230,6 +240,33 @@ def test_fit_normality_sets_the_dwell_level_and_counts_on_every_training_frame()
     )[0]
     assert counts[:, 0, 0].max() == 12  # the square's stay in the training part counts
     torch.testing.assert_close(model.dwell_calibration[0], counts.mean(0))
+
+
+def test_return_level_of_normal_scores():
+    g = torch.Generator().manual_seed(0)
+    # block maxima drawn from a Gumbel (location 3, scale 2), each in a block of lower scores
+    loc, scale, block, period = 3.0, 2.0, 20, 100
+    u = torch.rand(5000, generator=g, dtype=torch.float64)
+    maxima = loc - scale * torch.log(-torch.log(u))
+    blocks = torch.rand(5000, block, generator=g, dtype=torch.float64) * 0.1 + maxima[:, None] - 1
+    blocks[:, 7] = maxima
+    truth = loc - scale * math.log(-math.log(1 - 1 / period))  # 12.2
+    videos = list(blocks.flatten().split(block * 50))  # 100 videos of 50 blocks
+    assert return_level(videos, block, period) == pytest.approx(truth, rel=0.03)
+    # footage shorter than a period: never below the highest score it reached
+    few = videos[:1]
+    assert return_level(few, block, 1e6) > return_level(few, block, 1e3) >= float(few[0].max())
+    # longer than a period (50 blocks, one a period of 20): the fit, under that top
+    assert return_level(few, block, 20) < float(few[0].max())
+    # too few blocks for a fit (the part past the last whole block counts only for the top),
+    # no footage, or a period of a block
+    short = [torch.tensor([1.0] * (block * (MIN_BLOCKS - 1)) + [9.0])]
+    assert return_level(short, block, 1e3) == 9.0
+    assert return_level([], block, 1e3) == float("inf")
+    assert return_level(videos, block, 1) == pytest.approx(float(blocks.max()))
+    assert ALERT_BLOCK_SECONDS == 4.0
+    with pytest.raises(ValueError, match=r"anomaly.false_alarms_per_hour must be >= 0, got -1"):
+        _model(false_alarms_per_hour=-1.0)
 
 
 def test_metrics_by_hand():
@@ -344,8 +381,12 @@ def test_cli_train_eval_and_errors(anomaly_data, tmp_path, capsys):
     assert config.anomaly.dwell == 0 and not hasattr(before, "dwell_level")
     assert main(["eval", str(run), "--data", str(anomaly_data)]) == 0
     out = capsys.readouterr().out
-    assert "frame AUC" in out and "per type AUC" in out
+    assert "frame AUC" in out and "per type AUC" in out and "at the run's alert threshold" in out
     m = json.loads((run / "eval" / "anomaly.json").read_text())
+    a = m["at_alert_threshold"]
+    assert (a["events_detected"], a["events"], a["false_alarms"]) == alarm_counts(
+        [np.asarray(r) for r in _scores_by_video(run)], _labels_by_video(run), m["alert_threshold"]
+    )
     assert m["num_frames"] == 7 * 40 and 0 <= m["auc_micro"] <= 1
     assert set(m["per_type"]) <= set(TYPES)
     for name in ("anomaly_timeline.png", "anomaly_roc.png", "anomaly_heatmaps.png"):
@@ -355,6 +396,7 @@ def test_cli_train_eval_and_errors(anomaly_data, tmp_path, capsys):
     assert main(["report", str(run)]) == 0
     page = (run / "report.html").read_text()
     assert "frame AUC (micro)" in page and "Per anomaly type" in page and page.count("<img") >= 5
+    assert f"at the alert threshold {m['alert_threshold']:.2f}" in page
     # bad input: one line naming the file
     bad = tmp_path / "bad"
     (bad / "training").mkdir(parents=True)
@@ -422,3 +464,21 @@ def test_watch_demo_end_to_end(anomaly_data, tmp_path):
     high = watch(video, anomaly=run, anomaly_threshold=1e9, max_frames=10)
     assert high["events"] == {} and high["frames_processed"] == 10
     assert "test frame AUC micro / macro" in format_watch_summary(result)
+
+
+def _rows_by_video(run: Path, column: str) -> list[list[float]]:
+    rows: dict[str, list[float]] = {}
+    lines = (run / "eval" / "anomaly_scores.csv").read_text().splitlines()
+    head = lines[0].split(",")
+    for line in lines[1:]:
+        r = dict(zip(head, line.split(","), strict=True))
+        rows.setdefault(r["video"], []).append(float(r[column]))
+    return list(rows.values())
+
+
+def _scores_by_video(run: Path) -> list[list[float]]:
+    return _rows_by_video(run, "score")
+
+
+def _labels_by_video(run: Path) -> list[np.ndarray]:
+    return [np.asarray(r, dtype=int) for r in _rows_by_video(run, "label")]

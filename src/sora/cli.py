@@ -240,9 +240,17 @@ def cmd_train(args) -> int:
         )
         if summary.get("normality"):
             n = summary["normality"]
+            rate = n.get("false_alarms_per_hour")
+            often = "once" if rate == 1 else f"{rate:g} times"
+            rule = (
+                f"normal footage should cross it about {often} an hour, from the scores of "
+                f"{n['threshold_frames']} training frames"
+                if rate
+                else "the highest held-out score"
+            )
             print(
                 f"scores calibrated on {n['calibration_frames']} held-out normal frames; alert "
-                f"threshold {n['threshold']:.2f}"
+                f"threshold {n['threshold']:.2f} ({rule})"
             )
         for warning in summary.get("warnings", []):
             print(f"  warning: {warning}")
@@ -284,6 +292,12 @@ def cmd_eval(args) -> int:
         )
         if types:
             print(f"per type AUC: {types}")
+        a = m["at_alert_threshold"]
+        print(
+            f"at the run's alert threshold {m['alert_threshold']:.2f} (what sora watch uses): "
+            f"{a['events_detected']} of {a['events']} events, {a['false_alarms']} false alarms "
+            f"({a['false_alarms_per_minute']:.1f} a minute; frames over it, no hold)"
+        )
         print(f"wrote {Path(args.run) / 'eval' / 'anomaly.json'}")
         return 0
     if task == "detect":

@@ -215,7 +215,7 @@ class DetectConfig:
 #: ``sora train --resume`` continues such a run with these values.
 ADDED_LATER: dict[str, dict[str, object]] = {
     "detect": {"memory_warmup": 0.0, "forecast": 0.0, "frame_dropout": 0.0, "min_side": 0.0},
-    "anomaly": {"dwell": 0.0},
+    "anomaly": {"dwell": 0.0, "false_alarms_per_hour": 0.0},
 }
 
 
@@ -273,6 +273,10 @@ class AnomalyConfig:
         who stops, falls or gathers with others for as long as they stay. 0 turns it off.
     val_fraction: the last part of every training video held out to validate and to
         calibrate the scores.
+    false_alarms_per_hour: sets the alert threshold ``sora watch`` uses: the frame score
+        that normal footage is expected to exceed this often, from the maxima of 4-s blocks
+        of every training video's scores (a Gumbel fit, :func:`sora.models.anomaly.return_level`).
+        0: the highest score on the held-out frames (the rule of runs saved before it).
     """
 
     size: list[int] = field(default_factory=lambda: [96, 128])
@@ -288,6 +292,7 @@ class AnomalyConfig:
     persist: float = 15.0
     dwell: float = 0.8
     val_fraction: float = 0.15
+    false_alarms_per_hour: float = 1.0
 
 
 TASKS = ("classify", "detect", "pretrain", "anomaly")

@@ -207,6 +207,13 @@ def evaluate_anomaly(run: str | Path, data: str | Path, *, out: str | Path | Non
     metrics["fps"] = fps
     metrics["frames_per_second"] = metrics["num_frames"] / max(seconds, 1e-9)
     metrics["alert_threshold"] = float(model.threshold)
+    hit, total, false = alarm_counts(scores, labels, metrics["alert_threshold"])
+    metrics["at_alert_threshold"] = {
+        "events_detected": hit,
+        "events": total,
+        "false_alarms": false,
+        "false_alarms_per_minute": false / metrics["minutes"] if metrics["minutes"] else 0.0,
+    }
     out = Path(out) if out is not None else Path(run) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "anomaly.json", json.dumps(metrics, indent=2))

@@ -289,6 +289,21 @@ def _tracking_section(e: Path, tr: dict) -> str:
     )
 
 
+def _alert_card(m: dict) -> list[tuple[str, str]]:
+    """The run's own alert threshold on the test footage (evaluations written before it have
+    none)."""
+    a = m.get("at_alert_threshold")
+    if a is None:
+        return []
+    return [
+        (
+            f"at the alert threshold {m['alert_threshold']:.2f} (frames over it, no hold)",
+            f"{a['events_detected']} of {a['events']} events, "
+            f"{a['false_alarms_per_minute']:.1f} false alarms / min",
+        )
+    ]
+
+
 def _anomaly_sections(run: Path, summary: dict) -> list[str]:
     """Cards, the training curves and ``sora eval``'s anomaly figures: score against the truth
     over time, the ROC curve, heat maps, and the AUC per type and per video."""
@@ -306,6 +321,7 @@ def _anomaly_sections(run: Path, summary: dict) -> list[str]:
             ("frame AUC (macro)", f"{m['auc_macro']:.3f}" if m["auc_macro"] is not None else "n/a"),
             ("EER", f"{m['eer']:.3f}"),
             ("events found at 1 false alarm / 10 min", "n/a" if rate is None else f"{rate:.2f}"),
+            *_alert_card(m),
             ("test videos", str(m["num_videos"])),
             *items,
         ]

@@ -68,11 +68,13 @@ class ActionTagger:
         self.cropper = TubeCropper(size=p.config.data.short_side)
         self.forget_after = forget_after
         self.tracks: dict[int, _TrackAction] = {}
+        self.last_time: float | None = None  # of the previous update
 
     def reset(self) -> None:
         """Forget every track (a new video)."""
         self.tracks.clear()
         self.cropper.state.clear()
+        self.last_time = None
 
     def _new(self) -> _TrackAction:
         return _TrackAction(state=self.model.init_state(1, self.device))
@@ -83,11 +85,22 @@ class ActionTagger:
         n = len(ids)
         if n:
             frame = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a writable copy
-            crops = self.cropper.crop(frame, ids, boxes)  # (n, 3, S, S), every frame
             for i in ids:
-                if i not in self.tracks:
+                t = self.tracks.get(i)
+                if t is None:
                     self.tracks[i] = self._new()
+                elif self.last_time is not None and t.last_seen < self.last_time:
+                    # back after a gap (the tracker or re-identification kept its id): its
+                    # tube breaks there, so the crop starts on the new box and the window on
+                    # this frame; the windows already scored keep counting
+                    self.cropper.forget(i)
+                    t.state, t.steps, t.last_step = (
+                        self.model.init_state(1, self.device),
+                        0,
+                        -np.inf,
+                    )
                 self.tracks[i].last_seen = time
+            crops = self.cropper.crop(frame, ids, boxes)  # (n, 3, S, S), every frame
             due = [
                 k
                 for k, i in enumerate(ids)
@@ -111,6 +124,7 @@ class ActionTagger:
         for i in [i for i, t in self.tracks.items() if time - t.last_seen > self.forget_after]:
             del self.tracks[i]
             self.cropper.forget(i)
+        self.last_time = time
         if not n:
             return np.zeros(0, int), np.zeros(0, np.float32)
         probs = torch.stack([self.tracks[i].probabilities() for i in ids])

@@ -100,6 +100,10 @@ class SoraAnomaly(RunStreaming, nn.Module):
             raise ValueError(f"anomaly.size must be [height, width], got {cfg.size}")
         if not 0 <= cfg.dwell < 1:
             raise ValueError(f"anomaly.dwell must be in [0, 1), got {cfg.dwell}")
+        if not cfg.false_alarms_per_hour >= 0:
+            raise ValueError(
+                f"anomaly.false_alarms_per_hour must be >= 0, got {cfg.false_alarms_per_hour}"
+            )
         self.cfg = cfg
         self.strides = tuple(sorted(cfg.strides))
         self.cell = max(self.strides)
@@ -322,9 +326,42 @@ class SoraAnomaly(RunStreaming, nn.Module):
             buffer.copy_(torch.stack([mu, sd.clamp_min(0.1 * float(sd.mean()) + 1e-8)]))
 
     @torch.no_grad()
-    def set_threshold(self, scores: torch.Tensor) -> None:
-        """The alert threshold: the highest smoothed frame score on the normal val frames."""
-        self.threshold.fill_(float(scores.max()) if scores.numel() else float("inf"))
+    def set_threshold(self, value: float) -> None:
+        """The alert threshold, a frame score (see :func:`return_level`)."""
+        self.threshold.fill_(float(value))
+
+
+#: fewer whole blocks of normal footage than this and :func:`return_level` is the highest
+#: score seen: a fit to so few maxima says nothing about the tail
+MIN_BLOCKS = 5
+
+
+def return_level(scores: list[torch.Tensor], block: int, period: float) -> float:
+    """The frame score that normal footage is expected to exceed once every ``period`` blocks
+    of ``block`` frames.
+
+    ``scores``: the ``(T,)`` frame scores of each normal video, cut into whole blocks of
+    ``block`` frames; a Gumbel distribution fitted to the block maxima by the method of
+    moments (scale ``s * sqrt(6) / pi``, location ``mean - 0.5772 * scale``) gives the level
+    with exceedance probability ``1 / period`` per block. When the footage is shorter than a
+    period, never below the highest score seen (a level it already crossed is too low); that
+    score alone with fewer than :data:`MIN_BLOCKS` blocks or ``period <= 1``. ``inf`` without
+    any score.
+    """
+    seen = [s for s in scores if s.numel()]
+    if not seen:
+        return float("inf")
+    top = max(float(s.max()) for s in seen)
+    maxima = [
+        float(s[i : i + block].max()) for s in seen for i in range(0, len(s) - block + 1, block)
+    ]
+    if len(maxima) < MIN_BLOCKS or period <= 1:
+        return top
+    m = torch.tensor(maxima, dtype=torch.float64)
+    scale = float(m.std()) * math.sqrt(6) / math.pi
+    loc = float(m.mean()) - 0.5772156649 * scale
+    level = loc - scale * math.log(-math.log1p(-1 / period))
+    return max(top, level) if len(maxima) < period else level
 
 
 def build_anomaly(model: ModelConfig, cfg: AnomalyConfig) -> SoraAnomaly:
