@@ -232,6 +232,15 @@ def test_annotator_draws_ids_with_a_colour_per_track_and_trails():
     c1, c2 = out[20, 30 + 10 * 2], out[60, 120]  # box edges of track 1 and track 2
     assert not np.array_equal(c1, c2)  # same class, different tracks: different colours
     assert len(annotator.trails.trace.xy) == 6  # trail points remembered, 2 per frame
+    # track 1 missing for a frame, then back elsewhere: its trail starts again there, not
+    # drawn across from where it was; track 2's goes on
+    one = np.array([[60, 30, 70, 40]], np.float32)
+    annotator.draw_tracks(image, one, np.array([0.8]), np.array([0]), np.array([2]))
+    far = np.array([[80, 5, 90, 15], [60, 30, 70, 40]], np.float32)
+    annotator.draw_tracks(image, far, np.array([0.9, 0.8]), np.array([0, 0]), np.array([1, 2]))
+    trace = annotator.trails.trace
+    np.testing.assert_allclose(trace.get(1), [[85 * 2, 10 * 2]])
+    assert len(trace.get(2)) == 5
 
 
 def test_ground_truth_detections_track_with_trackers_and_score_with_trackeval(det_data):

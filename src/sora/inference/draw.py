@@ -3,7 +3,9 @@
 Boxes and labels (class and score) use supervision's ``BoxAnnotator`` and ``LabelAnnotator``
 with one colour per class; tracks (:meth:`Annotator.draw_tracks`) get one colour per track
 id, the id in the label and a trail of the last ``trail`` frames (``TraceAnnotator``, which
-keeps a bounded window of points, so memory stays flat). Small frames are enlarged first (to at least ``min_height``
+keeps a bounded window of points, so memory stays flat). A track back after a gap (its id
+kept by the tracker or given back by re-identification) starts a new trail there, rather
+than one drawn straight across from where it was lost. Small frames are enlarged first (to at least ``min_height``
 pixels, nearest-neighbour so no detail is invented) so the labels stay readable.
 
 A detector's NMS is per class, so an object it is unsure of has a box for each class it
@@ -48,6 +50,7 @@ class Annotator:
         self.trails = sv.TraceAnnotator(
             trace_length=trail, thickness=2, position=sv.Position.CENTER, color_lookup=by_track
         )
+        self._last_ids: set[int] = set()  # the ids of the previous draw_tracks call
 
     def scale_for(self, height: int) -> int:
         """The integer enlargement for frames ``height`` pixels high."""
@@ -95,6 +98,7 @@ class Annotator:
             class_id=np.asarray(labels, int),
             tracker_id=np.asarray(ids, int),
         )
+        self._break_trails(det.tracker_id)
         canvas = self.trails.annotate(canvas, det)
         if len(det) == 0:
             return canvas
@@ -106,6 +110,23 @@ class Annotator:
             text = [f"{t} {n}" for t, n in zip(text, notes, strict=True)]
         canvas = self.track_boxes.annotate(canvas, det)
         return self.track_labels.annotate(canvas, det, labels=text)
+
+    def _break_trails(self, ids: np.ndarray) -> None:
+        """Drop the remembered trail points of the ids in ``ids`` that were missing from
+        the previous frame (supervision's ``Trace`` keeps parallel arrays of frame ids, points
+        and tracker ids)."""
+        now = {int(i) for i in ids}
+        back = now - self._last_ids
+        self._last_ids = now
+        trace = self.trails.trace
+        if not back or not len(trace.tracker_id):
+            return
+        keep = ~np.isin(trace.tracker_id, list(back))
+        trace.frame_id, trace.xy, trace.tracker_id = (
+            trace.frame_id[keep],
+            trace.xy[keep],
+            trace.tracker_id[keep],
+        )
 
     def draw_frame_tracks(self, ft, actions: list[str] | None = None) -> np.ndarray:
         """One :class:`~sora.inference.tracking.FrameTracks` (with its ``image``) drawn by
