@@ -5,8 +5,9 @@ with one colour per class; tracks (:meth:`Annotator.draw_tracks`) get one colour
 id, the id in the label and a trail of the last ``trail`` frames (``TraceAnnotator``, which
 keeps a bounded window of points, so memory stays flat). A track back after a gap (its id
 kept by the tracker or given back by re-identification) starts a new trail there, rather
-than one drawn straight across from where it was lost. Small frames are enlarged first (to at least ``min_height``
-pixels, nearest-neighbour so no detail is invented) so the labels stay readable.
+than one drawn straight across from where it was lost. Small frames are enlarged first (to
+at least ``min_height`` pixels, nearest-neighbour so no detail is invented) so the labels
+stay readable.
 
 A detector's NMS is per class, so an object it is unsure of has a box for each class it
 might be. :meth:`Annotator.draw` shows one per object: of boxes overlapping by more than
