@@ -385,7 +385,9 @@ def test_cli_train_eval_and_errors(anomaly_data, tmp_path, capsys):
     m = json.loads((run / "eval" / "anomaly.json").read_text())
     a = m["at_alert_threshold"]
     assert (a["events_detected"], a["events"], a["false_alarms"]) == alarm_counts(
-        [np.asarray(r) for r in _scores_by_video(run)], _labels_by_video(run), m["alert_threshold"]
+        [np.asarray(r) for r in _rows_by_video(run, "score")],
+        [np.asarray(r, dtype=int) for r in _rows_by_video(run, "label")],
+        m["alert_threshold"],
     )
     assert m["num_frames"] == 7 * 40 and 0 <= m["auc_micro"] <= 1
     assert set(m["per_type"]) <= set(TYPES)
@@ -474,11 +476,3 @@ def _rows_by_video(run: Path, column: str) -> list[list[float]]:
         r = dict(zip(head, line.split(","), strict=True))
         rows.setdefault(r["video"], []).append(float(r[column]))
     return list(rows.values())
-
-
-def _scores_by_video(run: Path) -> list[list[float]]:
-    return _rows_by_video(run, "score")
-
-
-def _labels_by_video(run: Path) -> list[np.ndarray]:
-    return [np.asarray(r, dtype=int) for r in _rows_by_video(run, "label")]
