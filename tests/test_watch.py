@@ -136,6 +136,34 @@ def test_hours_and_lines(tmp_path):
     assert _run(_monitor(tmp_path, line.format(d=a[0].removeprefix("cross_"))), left) == []
 
 
+def test_finish_accepts_what_is_pending_at_the_end(tmp_path):
+    line = "debounce: 0.3\nlines:\n  - name: gate\n    start: [0.5, 0]\n    end: [0.5, 1]\n"
+    # crossing x = 50 at the second-last frame: too late for the debounce (3 frames)
+    late = [(10 + 4 * k, 60) for k in range(12)] + [(54, 60)]
+    m = _monitor(tmp_path, line)
+    assert _run(m, late) == []
+    end = m.finish()
+    assert [(e["rule"], e["zone"], e["track"], e["time"]) for e in end] == [
+        ("cross_in", "gate", 1, 1.2)
+    ]  # timed at the last frame, in the sense the same walk gives when it goes on
+    assert m.finish() == []  # once
+    m = _monitor(tmp_path, line)
+    on = _run(m, [(10 + 4 * k, 60) for k in range(20)])
+    assert [e["rule"] for e in on] == [end[0]["rule"]]
+    # a flicker to the other side that reverted before the end stays rejected
+    m = _monitor(tmp_path, line)
+    _run(m, [(44, 60)] * 5 + [(52, 60), (44, 60)])
+    assert m.finish() == []
+    # an entry into the zone on the last frame fires; nothing pending: nothing; no dwell
+    m = _monitor(tmp_path, ZONE)
+    _run(m, [(80 - 5 * k, 40) for k in range(7)])  # x 50 at frame 6, the last
+    assert [(e["rule"], e["time"]) for e in m.finish()] == [("enter", 0.6)]
+    m = _monitor(tmp_path, ZONE)
+    _run(m, [(30, 40)] * 19)  # in since 0 s, dwell (2 s) not reached by 1.8 s
+    assert m.finish() == []
+    assert _monitor(tmp_path, ZONE).finish() == []  # no frame at all
+
+
 def test_monitor_state_stays_bounded_on_an_endless_stream(tmp_path):
     # 10 minutes of stream at 10 fps: a new walker every 0.5 s, each crossing the
     # zone and the line in 4 s; 1,200 tracks in all, about 8 alive at a time

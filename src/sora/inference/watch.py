@@ -9,6 +9,8 @@ The loop (one per source, bounded memory)::
         a file otherwise: every frame, as fast as it can be processed
     main thread: SoraDet step -> class-agnostic NMS -> tracker (``trackers``) -> ZoneMonitor
         -> SoraAnomaly step -> events (EventLog, snapshots, webhook) -> annotated video
+    at the end of the stream (not on an interruption): ZoneMonitor.finish, the zone and line
+        changes still pending on the last frame
 
 Latency is measured from the moment a frame is grabbed to the moment its processing (and any
 alert it raises, written and fsynced) is done.
@@ -279,6 +281,26 @@ def watch(
         )
     else:
         items = (fr for fr in grabbed_frames() if fr is not None)
+
+    def emit(new_events: list[dict], image: np.ndarray, grabbed: float) -> None:
+        """Log, count, snapshot and send the events raised on ``image``."""
+        for ev in new_events:
+            ev = {"source": str(source), "wall": now().isoformat(timespec="milliseconds"), **ev}
+            ev["snapshot"] = None
+            if shots is not None:
+                name = f"{log.next_id:06d}.jpg"
+                label = f"{ev['rule']} {ev['zone'] or ''} #{ev['track'] or ''}".strip()
+                atomic_write_bytes(shots / name, _snapshot(image, ev["box"], label))
+                ev["snapshot"] = f"{shots.name}/{name}"
+            ev = log.append(ev)
+            counts[ev["rule"]] += 1
+            alert_latency.append(time.perf_counter() - grabbed)
+            if hook is not None:
+                hook.post(ev)
+            if on_event is not None:
+                on_event(ev)
+
+    image = grabbed = None
     try:
         for fr in items:
             grabbed = grab_times.popleft()
@@ -320,21 +342,7 @@ def watch(
                             ],
                         }
                     )
-            for ev in new_events:
-                ev = {"source": str(source), "wall": now().isoformat(timespec="milliseconds"), **ev}
-                ev["snapshot"] = None
-                if shots is not None:
-                    name = f"{log.next_id:06d}.jpg"
-                    label = f"{ev['rule']} {ev['zone'] or ''} #{ev['track'] or ''}".strip()
-                    atomic_write_bytes(shots / name, _snapshot(image, ev["box"], label))
-                    ev["snapshot"] = f"{shots.name}/{name}"
-                ev = log.append(ev)
-                counts[ev["rule"]] += 1
-                alert_latency.append(time.perf_counter() - grabbed)
-                if hook is not None:
-                    hook.post(ev)
-                if on_event is not None:
-                    on_event(ev)
+            emit(new_events, image, grabbed)
             if save_video is not None:
                 if writer is None:
                     from sora.inference.draw import Annotator
@@ -347,6 +355,8 @@ def watch(
             frame_latency.append(time.perf_counter() - grabbed)
             if max_frames is not None and processed >= max_frames:
                 break
+        if monitor is not None:  # the stream has ended: what is pending at its last frame
+            emit(monitor.finish(), image, grabbed)
     except BaseException:
         if writer is not None:
             writer.abort()

@@ -28,6 +28,7 @@ dicts: ``time`` (stream seconds), ``zone``, ``rule`` (``enter``, ``exit``, ``dwe
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import time as clock
 from pathlib import Path
@@ -153,14 +154,17 @@ def armed(hours: tuple[clock, clock] | None, now: clock) -> bool:
 
 class ZoneMonitor:
     """Applies a :class:`ZoneFile` to tracks frame by frame: ``update(...)`` returns the new
-    events. State per (zone, track) is dropped once a track has been unseen for ``forget``
-    seconds, so memory stays bounded on endless streams."""
+    events, and ``finish()`` at the end of the stream those still pending. State per (zone,
+    track) is dropped once a track has been unseen for ``forget`` seconds, so memory stays
+    bounded on endless streams."""
 
     def __init__(self, rules: ZoneFile, fps: float, forget: float = 10.0):
         import supervision as sv
 
         self.rules = rules
         self.forget = forget
+        self.fps = float(fps)
+        self._last: tuple | None = None  # the arguments of the last update()
         self.polygons = [
             sv.PolygonZone(z.polygon, triggering_anchors=(sv.Position.BOTTOM_CENTER,))
             for z in rules.zones
@@ -208,6 +212,7 @@ class ZoneMonitor:
         ``labels``) at stream time ``t`` and wall-clock ``now`` -> the events they fire."""
         import supervision as sv
 
+        self._last = (t, boxes, ids, labels, scores, classes, now)
         events: list[dict] = []
         det = sv.Detections(
             xyxy=np.asarray(boxes, np.float32).reshape(-1, 4),
@@ -279,6 +284,26 @@ class ZoneMonitor:
                     if hit and line.direction in ("both", rule.removeprefix("cross_")):
                         self._fire(events, t, line.name, rule, det, k, names[k])
         self._forget(t)
+        return events
+
+    def finish(self) -> list[dict]:
+        """The end of the stream: the changes still pending at its last frame (an object
+        that entered, left or crossed less than the debounce before the stream ended) are
+        accepted, as if that frame had lasted the debounce; their events are returned, timed
+        at that frame. Without it they would be lost: a file's last crossings, a camera's last
+        entry. A change that reverted before the end stays rejected. Dwell alerts are not
+        extrapolated. Call it once, after the last ``update``."""
+        if self._last is None:
+            return []
+        t, *frame = self._last
+        frames = max(1, round(self.rules.debounce * self.fps))
+        steps = max(frames, math.ceil(self.rules.debounce * self.fps - 1e-6))
+        events = []
+        for k in range(1, steps + 1):  # the last frame again, 1 / fps apart
+            events += [e for e in self.update(t + k / self.fps, *frame) if e["rule"] != "dwell"]
+        self._last = None
+        for e in events:
+            e["time"] = round(float(t), 3)
         return events
 
     def _forget(self, t: float) -> None:
