@@ -7,11 +7,13 @@ walkway at x = 64 (every walker crosses it). The truth is the geometry of ``obje
 entry is the first frame an object's bottom centre is inside the lawn after being outside
 (or on first sight; the people of the crowd videos come into view at the frame's top edge,
 inside the lawn, so their first sight is a sliver of 1-2 pixels: a second row counts these
-entries from the frame they are half in view, ``enter_in_view``); a crossing is a frame where it changes side of x = 64. An alert is
-about the object whose true box overlaps its box most (IoU >= 0.1) in the alert's frame;
-it is right when that object had a true event of the same kind within 0.5 s of it (before
-or after: a detector's box can cross before the true bottom centre does). A true event is found when a right alert is about it. Alerts per true event count
-repeats too.
+entries from the frame they are half in view, ``enter_in_view``); a crossing is a frame
+where it changes side of x = 64. An alert is about the object whose true box overlaps its
+box most (IoU >= 0.1) in the alert's frame; it is right when that object had a true event
+of the same kind within 0.5 s of it (before or after: a detector's box can cross before the
+true bottom centre does). A true event is found when a right alert is about it. Alerts per
+true event count repeats too. The rules end each video with ``ZoneMonitor.finish``, as
+``sora watch`` ends a file.
 
 Two sources of tracks:
 
