@@ -115,20 +115,19 @@ def truth(frames: dict[int, list]) -> list[tuple[str, int, int]]:
 def gt_alerts(frames: dict[int, list], rules) -> list[tuple[str, int, tuple]]:
     """``[(kind, frame, box)]``: the rules run on the ground-truth tracks."""
     monitor = ZoneMonitor(rules, FPS)
-    alerts = []
+    fired = []  # (frame, event)
     for f in sorted(frames):
         rows = frames[f]
         ids = np.array([r[0] for r in rows])
         boxes = np.array([r[1] for r in rows], np.float32)
         labels = np.array([r[2] for r in rows])
-        for e in monitor.update(
+        events = monitor.update(
             (f - 1) / FPS, boxes, ids, labels, np.ones(len(ids)), list(CLASSES), clock(12)
-        ):
-            alerts.append(("enter" if e["rule"] == "enter" else "cross", f, e["box"]))
-    last = max(frames, default=1)
-    for e in monitor.finish():  # as sora watch does at the end of a file
-        alerts.append(("enter" if e["rule"] == "enter" else "cross", last, e["box"]))
-    return alerts
+        )
+        fired += [(f, e) for e in events]
+    # as sora watch does at the end of a file: timed at the last frame
+    fired += [(max(frames, default=1), e) for e in monitor.finish()]
+    return [("enter" if e["rule"] == "enter" else "cross", f, e["box"]) for f, e in fired]
 
 
 def watch_alerts(

@@ -300,7 +300,6 @@ def watch(
             if on_event is not None:
                 on_event(ev)
 
-    image = grabbed = None
     try:
         for fr in items:
             grabbed = grab_times.popleft()
@@ -355,7 +354,8 @@ def watch(
             frame_latency.append(time.perf_counter() - grabbed)
             if max_frames is not None and processed >= max_frames:
                 break
-        if monitor is not None:  # the stream has ended: what is pending at its last frame
+        if monitor is not None:  # the stream has ended (and had a frame, which made the
+            # monitor): the changes pending on its last frame, with that frame's image
             emit(monitor.finish(), image, grabbed)
     except BaseException:
         if writer is not None:

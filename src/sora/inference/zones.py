@@ -169,13 +169,14 @@ class ZoneMonitor:
             sv.PolygonZone(z.polygon, triggering_anchors=(sv.Position.BOTTOM_CENTER,))
             for z in rules.zones
         ]
-        frames = max(1, round(rules.debounce * fps))
+        # frames on the new side before a crossing counts: the debounce, in frames
+        self.crossing_frames = max(1, round(rules.debounce * fps))
         self.lines = [
             sv.LineZone(
                 sv.Point(*ln.start),
                 sv.Point(*ln.end),
                 triggering_anchors=(sv.Position.BOTTOM_CENTER,),
-                minimum_crossing_threshold=frames,
+                minimum_crossing_threshold=self.crossing_frames,
             )
             for ln in rules.lines
         ]
@@ -296,8 +297,8 @@ class ZoneMonitor:
         if self._last is None:
             return []
         t, *frame = self._last
-        frames = max(1, round(self.rules.debounce * self.fps))
-        steps = max(frames, math.ceil(self.rules.debounce * self.fps - 1e-6))
+        # enough repeats for a line (its crossing frames) and for a zone (the debounce)
+        steps = max(self.crossing_frames, math.ceil(self.rules.debounce * self.fps - 1e-6))
         events = []
         for k in range(1, steps + 1):  # the last frame again, 1 / fps apart
             events += [e for e in self.update(t + k / self.fps, *frame) if e["rule"] != "dwell"]
