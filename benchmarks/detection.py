@@ -27,7 +27,7 @@ import torch
 from common import machine, merge_rows, write_section
 from torch import nn
 
-from sora.config import default_config
+from sora.config import apply_overrides, default_config
 from sora.data import synth_det
 from sora.data.mot import FrameStore, read_split
 from sora.evaluation.detection import detect_sequence, found_by_visibility, score_sequences
@@ -165,6 +165,8 @@ def run_one(name: str, args, train_set, test, classes, log) -> dict:
             config.detect.forecast = args.forecast
         if args.frame_dropout is not None:
             config.detect.frame_dropout = args.frame_dropout
+        if args.set:
+            config = apply_overrides(config, args.set)
         model = SoraDet(config.model, config.detect)
         fit = train_budget(
             name, model, train_set, args.seconds, args.lr, log, args.steps, args.seed
@@ -269,6 +271,13 @@ def main() -> int:
         "--frame-dropout",
         type=float,
         help="SoraDet's frame dropout once its cells are on (default: detect.frame_dropout)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for SoraDet and per-frame, e.g. detect.trust=true (repeatable)",
     )
     p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = p.parse_args()

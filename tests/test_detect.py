@@ -5,6 +5,7 @@ predict with MOT/JSON lines/annotated video, demo pieces)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,13 @@ from sora.data.detection import DetectionClipDataset
 from sora.data.mot import FrameStore, is_mot_root, mot_row, read_sequence, read_split
 from sora.errors import DatasetError
 from sora.io.video import write_video
-from sora.models.soradet import SoraDet, assign, detection_loss
+from sora.models.soradet import (
+    SoraDet,
+    assign,
+    assign_frames,
+    detection_loss,
+    pad_targets,
+)
 
 
 def tiny_det_config(**extra):
@@ -519,6 +526,126 @@ def test_assignment_positives_tiny_boxes_and_ignored_regions():
     losses["loss"].backward()
     assert torch.isfinite(losses["loss"]) and losses["box"] > 0
     assert model.reg_head.bbox_reg.weight.grad.abs().sum() > 0
+
+
+def _assign_by_hand(anchors, strides, counts, target, radius, k):
+    """The assignment rules of :func:`assign_frames`, point by point and box by box."""
+    centres = ((anchors[:, :2] + anchors[:, 2:]) / 2).tolist()
+    strides = strides.tolist()
+    levels = [i for i, c in enumerate(counts) for _ in range(c)]
+    level_strides = [strides[sum(counts[:i])] for i in range(len(counts))]
+    boxes, ignore = target["boxes"].tolist(), target["ignore"].tolist()
+    last = len(counts) - 1
+
+    def inside(c, b):
+        return min(c[0] - b[0], c[1] - b[1], b[2] - c[0], b[3] - c[1]) > 0
+
+    def cheb(c, b):
+        return max(abs(c[0] - (b[0] + b[2]) / 2), abs(c[1] - (b[1] + b[3]) / 2))
+
+    matched, forced = [-1] * len(centres), [False] * len(centres)
+    for p, (c, s, lv) in enumerate(zip(centres, strides, levels, strict=True)):
+        lo = 0 if lv == 0 else k * s / 2
+        hi = math.inf if lv == last else k * s
+        fits = [
+            m
+            for m, b in enumerate(boxes)
+            if not ignore[m]
+            and inside(c, b)
+            and cheb(c, b) < radius * s
+            and lo < max(c[0] - b[0], c[1] - b[1], b[2] - c[0], b[3] - c[1]) <= hi
+        ]
+        if fits:
+            matched[p] = min(
+                fits, key=lambda m: ((boxes[m][2] - boxes[m][0]) * (boxes[m][3] - boxes[m][1]), m)
+            )
+    won = set(matched)
+    for m, b in enumerate(boxes):
+        if ignore[m] or m in won:
+            continue
+        half = max(b[2] - b[0], b[3] - b[1]) / 2
+        lv = next((i for i, s in enumerate(level_strides) if half <= k * s), last)
+        at = [p for p in range(len(centres)) if levels[p] == lv]
+        close = [p for p in at if cheb(centres[p], b) < level_strides[lv]]
+        if not close:
+            close = [min(at, key=lambda p: (cheb(centres[p], b), p))]
+        for p in close:
+            if matched[p] < 0:
+                matched[p], forced[p] = m, True
+    valid = [
+        not (
+            matched[p] < 0 and any(ig and inside(c, b) for b, ig in zip(boxes, ignore, strict=True))
+        )
+        for p, c in enumerate(centres)
+    ]
+    return matched, forced, valid
+
+
+def test_assignment_of_many_frames_at_once_follows_the_rules_box_by_box():
+    """Random frames (tiny, large, equal, overlapping and ignored boxes, frames without any):
+    the batched assignment is the rules applied by hand, and the same frame by frame."""
+    config = tiny_det_config()
+    model = SoraDet(config.model, config.detect)
+    anchors, strides, counts = model.anchors(48, 64)
+    g = torch.Generator().manual_seed(3)
+    targets = []
+    for _ in range(40):
+        m = int(torch.randint(0, 7, (1,), generator=g))
+        xy = torch.rand(m, 2, generator=g) * torch.tensor([70.0, 52]) - 4
+        wh = 0.5 + torch.rand(m, 2, generator=g) ** 2 * 50
+        boxes = torch.cat([xy, xy + wh], 1).clamp(min=0).minimum(torch.tensor([64.0, 48, 64, 48]))
+        if m > 1:
+            boxes[-1] = boxes[0]  # two equal boxes: the first wins
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes = boxes[keep]
+        targets.append(
+            {
+                "boxes": boxes,
+                "labels": torch.randint(0, 3, (len(boxes),), generator=g),
+                "ignore": torch.rand(len(boxes), generator=g) < 0.15,
+            }
+        )
+    padded = pad_targets(targets)
+    matched, forced, valid = assign_frames(anchors, strides, counts, padded, 1.5, 2.0)
+    assert (
+        matched.shape == (40, anchors.shape[0])
+        and padded["boxes"].shape[:2] == padded["real"].shape
+    )
+    assert int(forced.sum()) > 0 and int((matched >= 0).sum()) > int(forced.sum())
+    for n, t in enumerate(targets):
+        want = _assign_by_hand(anchors, strides, counts, t, 1.5, 2.0)
+        assert matched[n].tolist() == want[0], n
+        assert forced[n].tolist() == want[1], n
+        assert valid[n].tolist() == want[2], n
+        one = assign(anchors, strides, counts, t, 1.5, 2.0)
+        assert all(torch.equal(a, b[n]) for a, b in zip(one, (matched, forced, valid), strict=True))
+    # the frames split into chunks give the same
+    import sora.models.soradet as soradet
+
+    small = soradet.ASSIGN_ELEMENTS
+    try:
+        soradet.ASSIGN_ELEMENTS = anchors.shape[0] * padded["real"].shape[1] * 3
+        chunked = assign_frames(anchors, strides, counts, padded, 1.5, 2.0)
+    finally:
+        soradet.ASSIGN_ELEMENTS = small
+    assert all(torch.equal(a, b) for a, b in zip(chunked, (matched, forced, valid), strict=True))
+    # the loss of the batch is the sum of the frames' losses, each over the batch's positives
+    out = {
+        "cls_logits": torch.randn(40, anchors.shape[0], 3),
+        "bbox_regression": torch.rand(40, anchors.shape[0], 4),
+        "bbox_ctrness": torch.randn(40, anchors.shape[0], 1),
+    }
+    whole = detection_loss(model, out, targets, 48, 64)
+    num_pos = int((matched >= 0).sum())
+    parts = [
+        detection_loss(model, {k: v[n : n + 1] for k, v in out.items()}, [t], 48, 64)
+        for n, t in enumerate(targets)
+    ]
+    for key in ("cls", "box", "ctr"):
+        summed = sum(
+            float(p[key]) * max(1, int((matched[n] >= 0).sum())) for n, p in enumerate(parts)
+        )
+        assert float(whole[key]) == pytest.approx(summed / num_pos, rel=1e-4), key
 
 
 def test_the_regression_head_is_torchvision_s_at_floor_0():

@@ -413,6 +413,143 @@ class SoraDet(RunStreaming, nn.Module):
 
 # -- training targets and loss ---------------------------------------------------------------
 
+#: Frames per chunk of :func:`assign_frames` are capped so that ``frames x A x M`` stays under
+#: this (the ``(n, A, M, 4)`` side distances then take at most 64 MB).
+ASSIGN_ELEMENTS = 1 << 22
+
+
+def pad_targets(targets: list[dict], device=None) -> dict[str, torch.Tensor]:
+    """N frames' targets (``boxes`` ``(M_i, 4)``, ``labels`` ``(M_i,)``, ``ignore``) as
+    ``(N, M, ...)`` tensors padded to the largest ``M``, with ``real`` ``(N, M)`` marking the
+    boxes that are there; box ``m`` of frame ``n`` keeps its index ``m``. The padding happens
+    where the targets are (no copy back to the host when they are on a GPU), then the result
+    moves to ``device``."""
+    from torch.nn.utils.rnn import pad_sequence
+
+    if device is None and targets:
+        device = targets[0]["boxes"].device
+    sizes = [len(t["boxes"]) for t in targets]
+    m = max(sizes, default=0)
+
+    def pad(key: str, dtype, shape) -> torch.Tensor:
+        rows = [t[key].detach().to(dtype=dtype, device=device).reshape(-1, *shape) for t in targets]
+        if not rows:
+            return torch.zeros(0, m, *shape, dtype=dtype, device=device)
+        return pad_sequence(rows, batch_first=True)
+
+    real = torch.arange(m)[None] < torch.tensor(sizes, dtype=torch.long).reshape(-1, 1)
+    return {
+        "boxes": pad("boxes", torch.float32, (4,)),
+        "labels": pad("labels", torch.long, ()),
+        "ignore": pad("ignore", torch.bool, ()),
+        "real": real.to(device),
+    }
+
+
+def assign_frames(
+    anchors: torch.Tensor,
+    strides: torch.Tensor,
+    counts: list[int],
+    targets: dict[str, torch.Tensor],
+    radius: float,
+    level_scale: float = 8.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FCOS target assignment for N frames at once (:func:`pad_targets`), without a loop
+    over frames or boxes, so without host syncs on a GPU.
+
+    An anchor point is a positive for a box when it lies inside the box, within ``radius``
+    strides of its centre (centre sampling), and the box's largest side distance from it is in
+    the level's range ``(k s / 2, k s]`` (``k = level_scale``; FCOS's 800-pixel inputs use
+    ``k = 8``; open-ended on the first and last level). Among several boxes, the smallest
+    wins (the first of equal ones). A box that no point matches (tiny or thin) is given the
+    points within one stride of its centre (up to 2 x 2, or the nearest one) at the level
+    whose range fits it; they can be outside it by up to a stride, which the head reaches
+    with ``detect.min_side = -1``; a point two such boxes want goes to the first. Ignored
+    boxes (``conf == 0``) get no positives, and the points inside them that are no positive
+    are left out of the loss.
+
+    Returns, each ``(N, A)``:
+        matched: index of the box per point, -1 for background.
+        forced: bool, positives given by the nearest-points rule.
+        valid: bool, points that take part in the classification loss.
+    """
+    n, m = targets["real"].shape
+    a = anchors.shape[0]
+    if m and n * a * m > ASSIGN_ELEMENTS and n > 1:
+        step = max(1, ASSIGN_ELEMENTS // (a * m))
+        parts = [
+            assign_frames(
+                anchors,
+                strides,
+                counts,
+                {k: v[i : i + step] for k, v in targets.items()},
+                radius,
+                level_scale,
+            )
+            for i in range(0, n, step)
+        ]
+        return tuple(torch.cat(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
+    device = anchors.device
+    matched = torch.full((n, a), -1, dtype=torch.long, device=device)
+    forced = torch.zeros(n, a, dtype=torch.bool, device=device)
+    valid = torch.ones(n, a, dtype=torch.bool, device=device)
+    if m == 0:
+        return matched, forced, valid
+    boxes, ignore, real = targets["boxes"], targets["ignore"], targets["real"]
+    usable = real & ~ignore  # (N, M)
+    centres = (anchors[:, :2] + anchors[:, 2:]) / 2  # (A, 2)
+    gt_centres = (boxes[..., :2] + boxes[..., 2:]) / 2  # (N, M, 2)
+    x, y = centres[None, :, 0, None], centres[None, :, 1, None]  # (1, A, 1)
+    ltrb = torch.stack(
+        [
+            x - boxes[:, None, :, 0],
+            y - boxes[:, None, :, 1],
+            boxes[:, None, :, 2] - x,
+            boxes[:, None, :, 3] - y,
+        ],
+        dim=3,
+    )  # (N, A, M, 4)
+    inside = ltrb.min(3).values > 0  # (N, A, M)
+    dist = (centres[None, :, None] - gt_centres[:, None]).abs().max(3).values  # (N, A, M)
+    near = dist < radius * strides[None, :, None]
+    lower = strides * level_scale / 2
+    lower[: counts[0]] = 0
+    upper = strides * level_scale
+    upper[-counts[-1] :] = math.inf
+    extent = ltrb.max(3).values
+    fits = (extent > lower[None, :, None]) & (extent <= upper[None, :, None])
+    ok = inside & near & fits & usable[:, None]
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])  # (N, M)
+    smallest = torch.where(ok, area[:, None], math.inf).argmin(2)  # (N, A), first of ties
+    matched = torch.where(ok.any(2), smallest, matched)
+    # boxes left without a positive: the points within a stride of the centre at the level
+    # that fits their size (2 x 2 of them, or the one it sits on; the points on either side
+    # of a box between them both learn it, so both predict the same box, which NMS merges),
+    # or the nearest point there when none is that close
+    has = (matched[..., None] == torch.arange(m, device=device)).any(1)  # (N, M): won a point
+    need = usable & ~has
+    level_of = torch.repeat_interleave(
+        torch.arange(len(counts), device=device), torch.tensor(counts, device=device)
+    )  # (A,)
+    starts = [0, *torch.tensor(counts).cumsum(0).tolist()[:-1]]
+    level_strides = strides[starts]  # (L,)
+    half = (boxes[..., 2:] - boxes[..., :2]).max(2).values / 2  # (N, M)
+    fit = half[..., None] <= level_scale * level_strides  # (N, M, L)
+    level = torch.where(fit.any(2), fit.int().argmax(2), len(counts) - 1)  # (N, M)
+    at_level = level_of[None, :, None] == level[:, None]  # (N, A, M)
+    want = at_level & (dist < strides[None, :, None]) & need[:, None]
+    lonely = need & ~want.any(1)  # (N, M): no point that close
+    nearest = torch.where(at_level, dist, math.inf).argmin(1)  # (N, M)
+    want |= torch.zeros_like(want).scatter_(1, nearest[:, None], lonely[:, None])
+    first = torch.where(want, torch.arange(m, device=device), m).min(2).values  # (N, A)
+    take = (first < m) & (matched < 0)
+    matched = torch.where(take, first, matched)
+    forced = take
+    # points inside an ignored box are not negatives
+    in_ignored = (inside & (real & ignore)[:, None]).any(2)
+    valid = ~(in_ignored & (matched < 0))
+    return matched, forced, valid
+
 
 def assign(
     anchors: torch.Tensor,
@@ -422,130 +559,57 @@ def assign(
     radius: float,
     level_scale: float = 8.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """FCOS target assignment for one frame.
-
-    An anchor point is a positive for a box when it lies inside the box, within ``radius``
-    strides of its centre (centre sampling), and the box's largest side distance from it is in
-    the level's range ``(k s / 2, k s]`` (``k = level_scale``; FCOS's 800-pixel inputs use
-    ``k = 8``; open-ended on the first and last level). Among several
-    boxes, the smallest wins. A box that no point matches (tiny or thin) is given the point
-    within one stride of its centre (up to 2 x 2) at the level whose range fits it; they can
-    be outside it by up to a stride, which the head reaches with ``detect.min_side = -1``.
-    Ignored boxes (``conf == 0``) get no positives, and the points inside them that are no
-    positive are left out of the loss.
-
-    Returns:
-        matched: ``(A,)`` index of the box per point, -1 for background.
-        forced: ``(A,)`` bool, positives given by the nearest-points rule.
-        valid: ``(A,)`` bool, points that take part in the classification loss.
-    """
-    a = anchors.shape[0]
-    device = anchors.device
-    matched = torch.full((a,), -1, dtype=torch.long, device=device)
-    forced = torch.zeros(a, dtype=torch.bool, device=device)
-    valid = torch.ones(a, dtype=torch.bool, device=device)
-    boxes = target["boxes"].to(device)
-    if boxes.numel() == 0:
-        return matched, forced, valid
-    ignore = target["ignore"].to(device)
-    centres = (anchors[:, :2] + anchors[:, 2:]) / 2  # (A, 2)
-    gt_centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # (M, 2)
-    x, y = centres[:, :1], centres[:, 1:]
-    ltrb = torch.stack(
-        [x - boxes[:, 0], y - boxes[:, 1], boxes[:, 2] - x, boxes[:, 3] - y], dim=2
-    )  # (A, M, 4)
-    inside = ltrb.min(2).values > 0
-    near = (centres[:, None] - gt_centres[None]).abs().max(2).values < radius * strides[:, None]
-    lower = strides * level_scale / 2
-    lower[: counts[0]] = 0
-    upper = strides * level_scale
-    upper[-counts[-1] :] = math.inf
-    extent = ltrb.max(2).values
-    fits = (extent > lower[:, None]) & (extent <= upper[:, None])
-    ok = inside & near & fits & ~ignore[None]
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    score = ok.float() * (1e8 - area[None])
-    best, idx = score.max(1)
-    matched = torch.where(best > 0, idx, matched)
-    # boxes left without a positive: the nearest point at the level that fits their size
-    has = torch.zeros(len(boxes), dtype=torch.bool, device=device)
-    has[matched[matched >= 0]] = True
-    starts = [0, *torch.tensor(counts).cumsum(0).tolist()]
-    level_strides = [float(strides[s]) for s in starts[:-1]]
-    for m in torch.nonzero(~has & ~ignore).flatten().tolist():
-        half = float(torch.max(boxes[m, 2:] - boxes[m, :2])) / 2
-        level = next(
-            (i for i, s in enumerate(level_strides) if half <= level_scale * s),
-            len(counts) - 1,
-        )
-        lo, hi = starts[level], starts[level + 1]
-        dist = (centres[lo:hi] - gt_centres[m]).abs().max(1).values
-        # every point within a stride of the centre (2 x 2 of them, or the one it sits on):
-        # the points on either side of a box between them both learn it, so both predict
-        # the same box, which NMS merges, and neither a shifted half of it
-        near = lo + torch.nonzero(dist < level_strides[level]).flatten()
-        if not near.numel():
-            near = lo + dist.argmin().view(1)
-        near = near[matched[near] < 0]
-        matched[near], forced[near] = m, True
-    # points inside an ignored box are not negatives
-    if ignore.any():
-        in_ignored = (inside & ignore[None]).any(1)
-        valid &= ~(in_ignored & (matched < 0))
-    return matched, forced, valid
+    """:func:`assign_frames` for one frame's target (``boxes``, ``labels``, ``ignore``):
+    ``matched``, ``forced`` and ``valid``, each ``(A,)``."""
+    padded = pad_targets([target], anchors.device)
+    matched, forced, valid = assign_frames(anchors, strides, counts, padded, radius, level_scale)
+    return matched[0], forced[0], valid[0]
 
 
-def assign_all(model: SoraDet, targets: list[dict], height: int, width: int, device=None):
-    """:func:`assign` for each of N frames' targets: N ``(matched, forced, valid)``."""
-    anchors, strides, counts = model.anchors(height, width, device)
+def assign_all(model: SoraDet, padded: dict[str, torch.Tensor], height: int, width: int):
+    """:func:`assign_frames` of N frames' padded targets (:func:`pad_targets`) with the
+    model's anchors and options: ``(matched, forced, valid)``, each ``(N, A)``."""
+    anchors, strides, counts = model.anchors(height, width, padded["boxes"].device)
     cfg = model.cfg
-    return [
-        assign(anchors, strides, counts, t, cfg.center_sampling, cfg.level_scale) for t in targets
-    ]
+    return assign_frames(anchors, strides, counts, padded, cfg.center_sampling, cfg.level_scale)
 
 
 def detection_loss(
     model: SoraDet,
     out: Outputs,
-    targets: list[dict],
+    targets: list[dict] | dict[str, torch.Tensor],
     height: int,
     width: int,
-    assigned: list | None = None,
+    assigned: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """FCOS losses over N frames: ``out`` with a leading ``N`` axis (``(N, A, ...)``) and N
-    target dicts (``boxes`` xyxy pixels, ``labels`` 0-based, ``ignore``); ``assigned``: their
-    :func:`assign_all`, when already computed.
+    target dicts (``boxes`` xyxy pixels, ``labels`` 0-based, ``ignore``), or the same padded
+    (:func:`pad_targets`); ``assigned``: their :func:`assign_all`, when already computed.
 
     classification: ``torchvision.ops.sigmoid_focal_loss``; boxes:
     ``torchvision.ops.generalized_box_iou_loss`` on the decoded positives; centre-ness:
     binary cross-entropy. Each is summed and divided by the number of positives.
     """
-    device = out["cls_logits"].device
+    logits, reg, ctr = out["cls_logits"], out["bbox_regression"], out["bbox_ctrness"]
+    device = logits.device
+    padded = pad_targets(targets, device) if isinstance(targets, list) else targets
     anchors, _, _ = model.anchors(height, width, device)
     if assigned is None:
-        assigned = assign_all(model, targets, height, width, device)
-    logits, reg, ctr = out["cls_logits"], out["bbox_regression"], out["bbox_ctrness"]
+        assigned = assign_all(model, padded, height, width)
+    matched, forced, valid = assigned  # (N, A) each
+    pos_idx = torch.nonzero(matched >= 0)  # (P, 2): frame, point, in the order of frames
+    fn, pa = pos_idx[:, 0], pos_idx[:, 1]
+    box_of = matched[fn, pa]
     cls_targets = torch.zeros_like(logits)
-    valid_all, pos_idx, pos_boxes, pos_forced = [], [], [], []
-    for n, (target, (matched, forced, valid)) in enumerate(zip(targets, assigned, strict=True)):
-        pos = torch.nonzero(matched >= 0).flatten()
-        boxes = target["boxes"].to(logits.device)
-        labels = target["labels"].to(logits.device)
-        cls_targets[n, pos, labels[matched[pos]]] = 1.0
-        valid_all.append(valid)
-        pos_idx.append(torch.stack([torch.full_like(pos, n), pos], 1))
-        pos_boxes.append(boxes[matched[pos]])
-        pos_forced.append(forced[pos])
-    valid = torch.stack(valid_all)  # (N, A)
-    pos_idx = torch.cat(pos_idx)
+    cls_targets[fn, pa, padded["labels"][fn, box_of]] = 1.0
     num_pos = max(1, pos_idx.shape[0])
     loss_cls = sigmoid_focal_loss(logits[valid], cls_targets[valid], reduction="sum") / num_pos
     if pos_idx.shape[0] == 0:
         zero = reg.sum() * 0 + ctr.sum() * 0
         return {"cls": loss_cls, "box": zero, "ctr": zero, "loss": loss_cls + zero}
-    gt = torch.cat(pos_boxes)
-    ref = anchors[pos_idx[:, 1]]
-    pred = model.box_coder.decode(reg[pos_idx[:, 0], pos_idx[:, 1]].float(), ref)
+    gt = padded["boxes"][fn, box_of]
+    ref = anchors[pa]
+    pred = model.box_coder.decode(reg[fn, pa].float(), ref)
     loss_box = generalized_box_iou_loss(pred, gt, reduction="sum") / num_pos
     # centre-ness target from the distances of each positive point to its box's sides
     c = (ref[:, :2] + ref[:, 2:]) / 2
@@ -557,10 +621,10 @@ def detection_loss(
     # the nearest-points positives (maybe outside the box): sqrt((1 - dx)(1 - dy)), d the
     # distance from the box's centre in strides (< 1): highest at the point nearest the centre
     near = (1 - (c - (gt[:, :2] + gt[:, 2:]) / 2).abs() / (ref[:, 2:] - ref[:, :2])).clamp(0, 1)
-    ctr_target = torch.where(torch.cat(pos_forced), near.prod(1).sqrt(), ratio.sqrt())
+    ctr_target = torch.where(forced[fn, pa], near.prod(1).sqrt(), ratio.sqrt())
     loss_ctr = (
         nn.functional.binary_cross_entropy_with_logits(
-            ctr[pos_idx[:, 0], pos_idx[:, 1], 0].float(), ctr_target, reduction="sum"
+            ctr[fn, pa, 0].float(), ctr_target, reduction="sum"
         )
         / num_pos
     )
@@ -578,15 +642,17 @@ def video_detection_loss(
     """:func:`detection_loss` of the outputs of N frames (``(N, A, ...)``: the clips' ``B``
     and ``T`` axes flattened), plus, when there is a forecast, ``detect.forecast`` times the
     same loss of the forecast on the frames that had a state before them (``forecast``).
+    The targets are padded and assigned once, for both.
     """
-    assigned = assign_all(model, targets, height, width, out["cls_logits"].device)
-    losses = detection_loss(model, {k: out[k] for k in FIELDS}, targets, height, width, assigned)
+    padded = pad_targets(targets, out["cls_logits"].device)
+    assigned = assign_all(model, padded, height, width)
+    losses = detection_loss(model, {k: out[k] for k in FIELDS}, padded, height, width, assigned)
     if "forecast_valid" in out:
-        valid = out["forecast_valid"]
-        fc = {k: out["forecast_" + k][valid] for k in FIELDS}
-        keep = [n for n, v in enumerate(valid.tolist()) if v]
-        if keep:
-            later, their = [targets[n] for n in keep], [assigned[n] for n in keep]
+        keep = out["forecast_valid"]  # (N,) bool
+        if bool(keep.any()):
+            fc = {k: out["forecast_" + k][keep] for k in FIELDS}
+            later = {k: v[keep] for k, v in padded.items()}
+            their = tuple(x[keep] for x in assigned)
             part = detection_loss(model, fc, later, height, width, their)["loss"]
             losses["forecast"] = part
             losses["loss"] = losses["loss"] + model.cfg.forecast * part
