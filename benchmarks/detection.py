@@ -277,7 +277,8 @@ def main() -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a config override for SoraDet and per-frame, e.g. detect.trust=true (repeatable)",
+        help="a config override for SoraDet and per-frame, e.g. detect.forecast_score=0 "
+        "(repeatable; default: none)",
     )
     p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = p.parse_args()

@@ -491,10 +491,9 @@ def assign_frames(
         return tuple(torch.cat(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
     device = anchors.device
     matched = torch.full((n, a), -1, dtype=torch.long, device=device)
-    forced = torch.zeros(n, a, dtype=torch.bool, device=device)
-    valid = torch.ones(n, a, dtype=torch.bool, device=device)
     if m == 0:
-        return matched, forced, valid
+        no = torch.zeros(n, a, dtype=torch.bool, device=device)
+        return matched, no, ~no
     boxes, ignore, real = targets["boxes"], targets["ignore"], targets["real"]
     usable = real & ~ignore  # (N, M)
     centres = (anchors[:, :2] + anchors[:, 2:]) / 2  # (A, 2)
@@ -544,11 +543,9 @@ def assign_frames(
     first = torch.where(want, torch.arange(m, device=device), m).min(2).values  # (N, A)
     take = (first < m) & (matched < 0)
     matched = torch.where(take, first, matched)
-    forced = take
     # points inside an ignored box are not negatives
     in_ignored = (inside & (real & ignore)[:, None]).any(2)
-    valid = ~(in_ignored & (matched < 0))
-    return matched, forced, valid
+    return matched, take, ~(in_ignored & (matched < 0))
 
 
 def assign(
