@@ -24,10 +24,13 @@ Two sources of tracks:
   checkpoint) streamed through ``watch()``: SoraDet, ByteTrack, re-identification (``--reid``,
   default colour, as ``sora watch``), the same rules. The detector
   is trained on ``DATA/detect`` into ``runs/bench-intrusion/SoraDet`` on the first run.
-  ``--fresh DIR`` adds 14 more testing videos of the same scene that nothing was trained or
-  chosen on (``generate(DIR, train=0, test=28)``, the last 14: the first 14 are the set's own).
+  ``--fresh DIR`` adds more testing videos of the same scene that nothing was trained on:
+  ``--fresh-videos FIRST:END`` (default 14:28) watches testing videos FIRST to END - 1 of
+  ``generate(DIR, train=0, test=END)`` (the first 14 are the set's own). ``--nms`` is
+  ``sora watch --nms``, the class-agnostic NMS before association.
 
-    python benchmarks/intrusion.py [--data runs/motionshapes-anomaly] [--detector] [--fresh DIR]
+    python benchmarks/intrusion.py [--data runs/motionshapes-anomaly] [--detector]
+        [--fresh DIR [--fresh-videos FIRST:END]] [--nms IOU]
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from common import machine, write_section
 from matplotlib.path import Path as Polygon
 
 from sora.data.synth_anomaly import CLASSES, FPS, HEIGHT, WIDTH, generate
+from sora.inference.tracking import NMS_IOU
 from sora.inference.zones import ZoneMonitor, load_zones
 
 LAWN = Polygon([(0, 0), (128, 0), (128, 27), (0, 27)])
@@ -131,14 +135,24 @@ def gt_alerts(frames: dict[int, list], rules) -> list[tuple[str, int, tuple]]:
 
 
 def watch_alerts(
-    video: Path, detector: Path, zones: Path, reid: str | None = "colour"
+    video: Path,
+    detector: Path,
+    zones: Path,
+    reid: str | None = "colour",
+    nms_iou: float | None = NMS_IOU,
 ) -> tuple[list, dict]:
     """``[(kind, frame, box)]`` from ``sora watch``'s own loop on ``video``, and its summary."""
     from sora.inference.watch import watch
 
     events: list[dict] = []
     summary = watch(
-        video, model=detector, zones=zones, realtime=False, on_event=events.append, reid=reid
+        video,
+        model=detector,
+        zones=zones,
+        realtime=False,
+        on_event=events.append,
+        reid=reid,
+        nms_iou=nms_iou,
     )
     kinds = {"enter": "enter", "cross_in": "cross", "cross_out": "cross"}
     alerts = [
@@ -215,14 +229,35 @@ def main() -> None:
     p.add_argument("--detector", action="store_true", help="also with sora watch's tracks")
     p.add_argument("--run", default="runs/bench-intrusion/SoraDet", help="the detector run")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--fresh", help="also 14 fresh testing videos, generated into this folder")
+    p.add_argument("--fresh", help="also fresh testing videos, generated into this folder")
+    p.add_argument(
+        "--fresh-videos",
+        default="14:28",
+        metavar="FIRST:END",
+        help="which testing videos of generate(FRESH, train=0, test=END) are watched: FIRST to "
+        "END - 1 (default 14:28; the first 14 are the set's own)",
+    )
+    p.add_argument(
+        "--nms",
+        type=float,
+        default=NMS_IOU,
+        help=f"sora watch's --nms (default {NMS_IOU}, as sora watch's; 1 = off)",
+    )
     p.add_argument(
         "--reid", default="colour", help="sora watch's --reid (default colour, as sora watch's)"
     )
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     reid = None if args.reid == "none" else args.reid
+    nms = None if args.nms >= 1 else args.nms
+    try:
+        first, end = (int(n) for n in args.fresh_videos.split(":"))
+    except ValueError:
+        p.error(f"--fresh-videos {args.fresh_videos!r}: expected FIRST:END, e.g. 84:140")
+    if not 14 <= first < end:
+        p.error("--fresh-videos FIRST:END needs 14 <= FIRST < END")
     tracks = "SoraDet + ByteTrack" + ("" if reid is None else f" + {reid} re-identification")
+    tracks += ", no NMS before association" if nms is None else f", NMS {nms:g} before association"
     data = Path(args.data)
     generate(data)
     objects = read_objects(data)
@@ -241,7 +276,7 @@ def main() -> None:
         for v in held_out:
             start = time.perf_counter()
             watched[v], summary = watch_alerts(
-                data / "testing" / f"{v}.mp4", run, data / "zones.yaml", reid
+                data / "testing" / f"{v}.mp4", run, data / "zones.yaml", reid, nms
             )
             fps.append(summary["frames_processed"] / (time.perf_counter() - start))
         table += rows(
@@ -250,17 +285,20 @@ def main() -> None:
         )
         if args.fresh:
             fresh = Path(args.fresh)
-            generate(fresh, train=0, test=28)
+            generate(fresh, train=0, test=end)
             new_objects = read_objects(fresh)
-            new = [f"test_{i:03d}" for i in range(14, 28)]
+            new = [f"test_{i:03d}" for i in range(first, end)]
             new_gt = {v: gt_alerts(new_objects[v], rules) for v in new}
-            table += rows(f"ground truth, {len(new)} fresh videos", score(new, new_objects, new_gt))
+            which = f"{len(new)} fresh videos ({first}–{end - 1})"
+            table += rows(f"ground truth, {which}", score(new, new_objects, new_gt))
             seen = {
-                v: watch_alerts(fresh / "testing" / f"{v}.mp4", run, data / "zones.yaml", reid)[0]
+                v: watch_alerts(
+                    fresh / "testing" / f"{v}.mp4", run, data / "zones.yaml", reid, nms
+                )[0]
                 for v in new
             }
             table += rows(
-                f"**sora watch** ({tracks}), {len(new)} fresh videos",
+                f"**sora watch** ({tracks}), {which}",
                 score(new, new_objects, seen),
             )
         note = [
@@ -271,11 +309,16 @@ def main() -> None:
             f"`sora watch` ran at {np.median(fps):.0f} frames/s (median over the videos) "
             "with the zone rules.",
         ]
+    flags = " --detector" if args.detector else ""
+    if args.detector and args.fresh:
+        flags += f" --fresh DIR --fresh-videos {first}:{end}"
+    if args.detector and args.nms != NMS_IOU:
+        flags += f" --nms {args.nms:g}"
     text = "\n".join(
         [
-            "## Zone intrusion and line crossing",
+            f"## Zone intrusion and line crossing ({time.strftime('%Y-%m-%d')})",
             "",
-            f"`python benchmarks/intrusion.py{' --detector' if args.detector else ''}` on "
+            f"`python benchmarks/intrusion.py{flags}` on "
             f"{machine()}: MotionShapes-Anomaly's `zones.yaml`, debounce 0.2 s; an alert is "
             "right within 0.5 s of a true event of the same kind of the object its box overlaps "
             "most. Held out: the odd testing videos, which the detector did not "

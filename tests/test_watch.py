@@ -262,6 +262,27 @@ def test_watch_cli_hold_default_is_the_library_default():
     assert build_parser().parse_args(["watch", "cam.mp4"]).anomaly_hold == ANOMALY_HOLD
 
 
+def test_watch_hands_its_nms_to_the_tracker_and_the_cli_default_is_the_library_one(monkeypatch):
+    from sora.cli import build_parser
+    from sora.inference.tracking import NMS_IOU, VideoTracker
+
+    class Built(Exception):
+        pass
+
+    seen = []
+
+    def record(self, run, tracker="bytetrack", **options):
+        seen.append(options["nms_iou"])
+        raise Built  # stop before a model or a source is opened
+
+    monkeypatch.setattr(VideoTracker, "__init__", record)
+    assert build_parser().parse_args(["watch", "cam.mp4"]).nms == NMS_IOU
+    for args, nms in (([], NMS_IOU), (["--nms", "0.3"], 0.3), (["--nms", "1"], None)):
+        with pytest.raises(Built):
+            main(["watch", "cam.mp4", "--model", "run", *args])
+        assert seen.pop() == nms
+
+
 def test_grabber_drops_only_when_asked():
     frames = [SimpleNamespace(time=k / 100, image=None) for k in range(50)]
     slow = Grabber(iter(frames), latest=True, pace=False)

@@ -340,7 +340,7 @@ def _eval_track(args) -> int:
         tracker=args.tracker,
         high=args.high,
         conf=args.conf,
-        nms_iou=None if args.nms >= 1 else args.nms,
+        nms_iou=_nms(args),
         options=parse_options(args.tracker, args.tracker_set or []),
         actions=args.actions,
         reid=_reid(args),
@@ -540,7 +540,7 @@ def cmd_track(args) -> int:
         args.tracker,
         high=args.high,
         conf=args.conf,
-        nms_iou=None if args.nms >= 1 else args.nms,
+        nms_iou=_nms(args),
         options=options,
         actions=args.actions,
         reid=_reid(args),
@@ -697,6 +697,7 @@ def cmd_watch(args) -> int:
         tracker=args.tracker,
         reid=_reid(args),
         reid_window=args.reid_window,
+        nms_iou=_nms(args),
         realtime=True if args.realtime else None,
         webhook=args.webhook,
         max_frames=args.max_frames,
@@ -764,7 +765,7 @@ def _tracker_argument(s: argparse.ArgumentParser) -> None:
 
 def _tracker_options(s: argparse.ArgumentParser) -> None:
     """The options ``track`` and ``eval --task track`` share."""
-    from sora.inference.tracking import LOW_FRACTION, NMS_IOU
+    from sora.inference.tracking import LOW_FRACTION
 
     _tracker_argument(s)
     s.add_argument(
@@ -778,13 +779,7 @@ def _tracker_options(s: argparse.ArgumentParser) -> None:
         type=float,
         help=f"lowest score given to the tracker (default {LOW_FRACTION} x --high)",
     )
-    s.add_argument(
-        "--nms",
-        type=float,
-        default=NMS_IOU,
-        metavar="IOU",
-        help=f"class-agnostic NMS before association at this IoU (default {NMS_IOU}; 1 = off)",
-    )
+    _nms_option(s)
     s.add_argument(
         "--actions",
         metavar="RUN",
@@ -797,6 +792,22 @@ def _tracker_options(s: argparse.ArgumentParser) -> None:
         help="a keyword of the trackers package's class, e.g. lost_track_buffer=60 (repeatable)",
     )
     _reid_options(s)
+
+
+def _nms_option(s: argparse.ArgumentParser) -> None:
+    from sora.inference.tracking import NMS_IOU
+
+    s.add_argument(
+        "--nms",
+        type=float,
+        default=NMS_IOU,
+        metavar="IOU",
+        help=f"class-agnostic NMS before association at this IoU (default {NMS_IOU}; 1 = off)",
+    )
+
+
+def _nms(args) -> float | None:
+    return None if args.nms >= 1 else args.nms
 
 
 def _reid_options(s: argparse.ArgumentParser) -> None:
@@ -1004,6 +1015,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--events", help="JSON-lines events file, appended (snapshots beside it)")
     s.add_argument("--save-video", help="annotated video (MP4)")
     _tracker_argument(s)
+    _nms_option(s)
     _reid_options(s)
     s.add_argument(
         "--realtime",

@@ -34,6 +34,7 @@ import torch
 from sora.errors import CheckpointError
 from sora.inference.detector import prepare_frames
 from sora.inference.events import put_dropping_oldest
+from sora.inference.tracking import NMS_IOU
 from sora.io.files import atomic_write_bytes
 from sora.io.video import Frame, VideoReader, reconnecting
 
@@ -201,6 +202,7 @@ def watch(
     tracker: str = "bytetrack",
     reid: str | None = "colour",
     reid_window: float | None = None,
+    nms_iou: float | None = NMS_IOU,
     realtime: bool | None = None,
     webhook: str | None = None,
     snapshots: bool = True,
@@ -214,7 +216,8 @@ def watch(
     alerting when its score has stayed over ``anomaly_threshold`` (default: the run's) for
     ``anomaly_hold`` seconds.
     ``tracker``, ``reid`` (the appearance that gives a lost object its id back; ``None``
-    off) and ``reid_window`` as in :class:`~sora.inference.tracking.VideoTracker`.
+    off), ``reid_window`` and ``nms_iou`` (class-agnostic NMS before association; ``None``
+    off) as in :class:`~sora.inference.tracking.VideoTracker`.
     ``realtime`` (default: on for live sources): drop frames when behind. Events go to
     ``events`` (JSON lines; snapshots in ``<events>_snapshots/``), to ``on_event`` and to
     ``webhook``.
@@ -229,7 +232,9 @@ def watch(
     if model is not None:
         from sora.inference.tracking import VideoTracker
 
-        vt = VideoTracker(model, tracker, device=device, reid=reid, reid_window=reid_window)
+        vt = VideoTracker(
+            model, tracker, device=device, reid=reid, reid_window=reid_window, nms_iou=nms_iou
+        )
     scorer = alarm = None
     if anomaly is not None:
         scorer = AnomalyScorer(anomaly, device=device)
