@@ -262,7 +262,9 @@ def test_watch_cli_hold_default_is_the_library_default():
     assert build_parser().parse_args(["watch", "cam.mp4"]).anomaly_hold == ANOMALY_HOLD
 
 
-def test_watch_hands_its_nms_to_the_tracker_and_the_cli_default_is_the_library_one(monkeypatch):
+def test_watch_hands_its_nms_to_the_tracker_and_the_cli_default_is_the_library_one(
+    monkeypatch, capsys
+):
     from sora.cli import build_parser
     from sora.inference.tracking import NMS_IOU, VideoTracker
 
@@ -281,6 +283,9 @@ def test_watch_hands_its_nms_to_the_tracker_and_the_cli_default_is_the_library_o
         with pytest.raises(Built):
             main(["watch", "cam.mp4", "--model", "run", *args])
         assert seen.pop() == nms
+    assert main(["watch", "cam.mp4", "--model", "run", "--nms", "0"]) == 1
+    assert not seen  # refused before anything is built
+    assert "--nms 0: an IoU above 0" in capsys.readouterr().err
 
 
 def test_grabber_drops_only_when_asked():

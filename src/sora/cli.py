@@ -807,6 +807,8 @@ def _nms_option(s: argparse.ArgumentParser) -> None:
 
 
 def _nms(args) -> float | None:
+    if args.nms <= 0:
+        raise ValueError(f"--nms {args.nms:g}: an IoU above 0 (1 = off)")
     return None if args.nms >= 1 else args.nms
 
 
