@@ -72,3 +72,36 @@ def test_detection_step_budget_trains_that_many_steps_and_warms_up_the_memory(mo
     fit = detection.train_budget("SoraDet", model, [item] * 8, 1e-9, 1e-3, print, steps=4)
     assert fit["steps"] == 4 and fit["train_frames"] == 4 * 8 * 2
     assert flags == [False, False, True, True]
+
+
+def test_intrusion_matches_alerts_to_true_events_one_to_one():
+    import intrusion
+
+    # two people side by side cross the line in frame 10; a third far away crosses in frame 40
+    frames = {
+        10: [(1, [60, 40, 66, 57], 0), (2, [62, 40, 68, 57], 0), (3, [0, 70, 6, 87], 0)],
+        40: [(3, [61, 70, 67, 87], 0)],
+    }
+    frames[11] = frames[10]
+    events = [(1, 10), (2, 10), (3, 40)]
+    # both alerts' boxes overlap person 1 most; one-to-one, the second is person 2's crossing
+    both = [(10, [60, 40, 66, 57]), (11, [60.5, 40, 66.5, 57])]
+    assert sorted(intrusion.match(both, events, frames)) == [(0, 0), (1, 1)]
+    # a repeat on one person alone is a false alert; too late (over 0.5 s) or off the object
+    # (IoU under 0.1) matches nothing
+    late = [(10 + 8, [60, 40, 66, 57])]
+    assert intrusion.match(late, events[:1], {18: frames[10]}) == []
+    assert intrusion.match([(40, [100, 0, 106, 17])], events, frames) == []
+    assert intrusion.match([(10, [0, 70, 6, 87]), (12, [0, 70, 6, 87])], events[2:], frames) == []
+    # the same through score(), with the true crossings from the walks (x = 64 between frames)
+    walks = {
+        9: [(1, [59, 40, 65, 57], 0), (2, [60, 40, 66, 57], 0)],
+        10: [(1, [62, 40, 68, 57], 0), (2, [63, 40, 69, 57], 0)],
+    }
+    alerts = [("cross", 10, [62, 40, 68, 57]), ("cross", 10, [62.5, 40, 68.5, 57])]
+    stats = intrusion.score(["v"], {"v": walks}, {"v": alerts})["cross"]
+    assert stats == {"true": 2, "alerts": 2, "matched": 2}
+    stats = intrusion.score(["v"], {"v": walks}, {"v": alerts[:1] * 2})["cross"]
+    assert stats == {"true": 2, "alerts": 2, "matched": 2}  # either person, one each
+    stats = intrusion.score(["v"], {"v": walks}, {"v": alerts[:1]})["cross"]
+    assert stats == {"true": 2, "alerts": 1, "matched": 1}

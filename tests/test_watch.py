@@ -120,6 +120,39 @@ def test_enter_exit_dwell_once_each_and_debounced(tmp_path):
     assert [(e["rule"], e["time"]) for e in later] == [("enter", 1.5)]
 
 
+def test_a_new_id_on_someone_already_inside_goes_on_with_that_visit(tmp_path):
+    def frames(m, tracks, start, stop):
+        """``tracks``: [(id, x)] standing at y 40 in the zone, for frames start..stop-1."""
+        out = []
+        for f in range(start, stop):
+            boxes = np.concatenate([_box(x, 40) for _, x in tracks])
+            ids = np.array([i for i, _ in tracks])
+            n = len(tracks)
+            out += m.update(f / 10, boxes, ids, np.zeros(n, int), np.full(n, 0.9), CLASSES, NOON)
+        return [(e["rule"], e["time"], e["track"]) for e in out]
+
+    # an id switch: track 1 is inside from 0 s, track 2 takes over on the same person (IoU
+    # 0.5) at 1 s; one entry, and the dwell (2 s) counts from track 1's entry
+    m = _monitor(tmp_path, ZONE)
+    assert frames(m, [(1, 30)], 0, 10) == [("enter", 0.0, 1)]
+    assert frames(m, [(2, 32)], 10, 25) == [("dwell", 2.0, 2)]
+    # a duplicate track born beside the first, and two tracks born the same frame on one
+    # person: one entry each time; a second person inside at the same time still enters
+    m = _monitor(tmp_path, ZONE)
+    assert frames(m, [(1, 30)], 0, 5) == [("enter", 0.0, 1)]
+    assert frames(m, [(1, 30), (2, 32), (3, 10)], 5, 8) == [("enter", 0.5, 3)]
+    m = _monitor(tmp_path, ZONE)
+    assert frames(m, [(1, 30), (2, 32)], 0, 3) == [("enter", 0.0, 1)]
+    # the first track last seen longer than the debounce ago (0.3 s), or a box that overlaps
+    # it too little (IoU 1/11): a new visit, it enters
+    m = _monitor(tmp_path, ZONE)
+    frames(m, [(1, 30)], 0, 5)
+    assert frames(m, [(2, 32)], 9, 10) == [("enter", 0.9, 2)]
+    m = _monitor(tmp_path, ZONE)
+    frames(m, [(1, 30)], 0, 5)
+    assert frames(m, [(2, 35)], 5, 6) == [("enter", 0.5, 2)]
+
+
 def test_hours_and_lines(tmp_path):
     assert armed((clock(22), clock(6)), clock(23, 30)) and armed((clock(22), clock(6)), clock(1))
     assert not armed((clock(22), clock(6)), NOON) and armed(None, NOON)

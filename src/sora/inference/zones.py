@@ -38,6 +38,10 @@ import yaml
 
 from sora.errors import ConfigError
 
+#: IoU with the box of a track already inside a zone at which a track first seen inside it
+#: is taken for the same object (a duplicate track, an id switch) and fires no entry
+SAME_IOU = 0.3
+
 
 @dataclass
 class Zone:
@@ -240,7 +244,15 @@ class ZoneMonitor:
                 unseen = key not in self.state or (
                     int(track) in back and not self.state[key]["inside"]
                 )
-                if inside[k] and unseen:
+                first = inside[k] and key not in self.state
+                visit = self._visit(zi, det.xyxy[k], t) if first else None
+                if visit is not None:
+                    # a new id on someone already inside (a duplicate track, an id switch):
+                    # it goes on with that visit (its entry time, its dwell), no new entry
+                    self.state[key] = {"inside": True, "since": None, "entered": visit["entered"]}
+                    if visit.get("dwelt"):
+                        self.state[key]["dwelt"] = True
+                elif inside[k] and unseen:
                     # first seen inside, or seen outside and now back inside after a gap: it
                     # entered unseen, there is no edge to flicker on (the tracker already
                     # asked for consecutive frames), so the entry is not held back
@@ -248,6 +260,7 @@ class ZoneMonitor:
                     if zone.enter and on:
                         self._fire(events, t, zone.name, "enter", det, k, names[k])
                 s = self.state.setdefault(key, {"inside": False, "since": None})
+                s["box"], s["seen"] = det.xyxy[k], t
                 if bool(inside[k]) != s["inside"]:
                     s["since"] = t if s["since"] is None else s["since"]
                     if t - s["since"] >= debounce - 1e-9:  # the change has lasted: accept it
@@ -306,6 +319,24 @@ class ZoneMonitor:
         for e in events:
             e["time"] = round(float(t), 3)
         return events
+
+    def _visit(self, zi: int, box: np.ndarray, t: float) -> dict | None:
+        """The state of a track inside zone ``zi``, seen at most the debounce before ``t``
+        (this frame included), whose last box overlaps ``box`` by IoU >= :data:`SAME_IOU`:
+        the visit a track first seen there with that box goes on with."""
+        import supervision as sv
+
+        near = [
+            s
+            for (z, _), s in self.state.items()
+            if z == zi and s["inside"] and "box" in s
+            and t - s["seen"] <= self.rules.debounce + 1e-9
+        ]  # fmt: skip
+        if not near:
+            return None
+        iou = sv.box_iou_batch(box[None], np.stack([s["box"] for s in near]))[0]
+        j = int(iou.argmax())
+        return near[j] if iou[j] >= SAME_IOU else None
 
     def _forget(self, t: float) -> None:
         gone = {i for i, seen in self.last_seen.items() if t - seen > self.forget}
