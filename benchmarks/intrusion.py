@@ -330,8 +330,8 @@ def main() -> None:
             f"`python benchmarks/intrusion.py{flags}` on "
             f"{machine()}: MotionShapes-Anomaly's `zones.yaml`, debounce 0.2 s; an alert is "
             "matched one to one to a true event of the same kind within 0.5 s whose object's "
-            "true box it overlaps (IoU >= 0.1). Held out: the odd testing videos, which the detector did not "
-            "train on.",
+            "true box it overlaps (IoU >= 0.1). Held out: the odd testing videos, which the "
+            "detector did not train on.",
             "",
             "| tracks | rule | true events | alerts | precision | recall | alerts per true event |",
             "|---|---|---|---|---|---|---|",
