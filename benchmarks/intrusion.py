@@ -33,14 +33,22 @@ Two sources of tracks:
   ``generate(DIR, train=0, test=END)`` (the first 14 are the set's own). ``--nms`` is
   ``sora watch --nms``, the class-agnostic NMS before association.
 
+``--trackers`` (with ``--detector``) also compares association methods on the same boxes:
+SoraDet runs once per video (:func:`scene_detections`, the calls ``sora watch`` makes), then
+each of :func:`tracker_variants` associates them, with colour re-identification after it
+as in ``sora watch`` unless the variant says otherwise, and the same rules score the tracks.
+Its first row is ``sora watch``'s own setting; that it gives ``sora watch``'s alerts on every
+video is checked and printed.
+
     python benchmarks/intrusion.py [--data runs/motionshapes-anomaly] [--detector]
-        [--fresh DIR [--fresh-videos FIRST:END]] [--nms IOU]
+        [--fresh DIR [--fresh-videos FIRST:END]] [--nms IOU] [--trackers]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import time
 from collections import defaultdict
 from datetime import time as clock
@@ -167,6 +175,91 @@ def watch_alerts(
     return alerts, summary
 
 
+def scene_detections(video: Path, detector: Path) -> tuple[list, dict]:
+    """SoraDet's detections of every frame of ``video``, as ``sora watch`` computes them
+    (the run's low threshold, colour embeddings, one frame at a time; no images kept), and
+    ``{"high", "conf", "fps", "nms_iou"}``: what its tracker is given."""
+    from sora.inference.tracking import VideoTracker
+    from sora.io.video import VideoReader
+
+    vt = VideoTracker(detector, reid="colour")
+    fps = vt.detector.config.detect.fps
+    reader = VideoReader(video, fps=fps)
+    frames = [
+        dataclasses.replace(fd, image=None)
+        for fd in vt.detector.detect_frames(
+            iter(reader), score_thresh=vt.conf, chunk=1, embed=vt.reid
+        )
+    ]
+    setting = {"high": vt.high, "conf": vt.conf, "fps": fps or float(reader.meta.fps or 25.0)}
+    return frames, {**setting, "nms_iou": vt.nms_iou}
+
+
+def tracker_variants() -> dict[str, tuple]:
+    """``label -> (tracker, options, re-identification)``: ``tracker`` a name of
+    ``sora.inference.tracking.TRACKERS`` or a class of the ``trackers`` package that
+    ``sora watch`` does not offer. The first is ``sora watch``'s default."""
+    import trackers
+
+    return {
+        "ByteTrack + colour re-identification (sora watch)": ("bytetrack", {}, "colour"),
+        "ByteTrack, no re-identification": ("bytetrack", {}, None),
+        "OC-SORT": ("ocsort", {}, "colour"),
+        "BoT-SORT": ("botsort", {}, "colour"),
+        "SORT": ("sort", {}, "colour"),
+        "ByteTrack, DIoU": ("bytetrack", {"iou": trackers.DIoU()}, "colour"),
+        "ByteTrack, buffered IoU": ("bytetrack", {"iou": trackers.BIoU()}, "colour"),
+        "ByteTrack, centre-area-ratio Kalman state": (
+            "bytetrack",
+            {"state_estimator_class": trackers.utils.state_representations.XCYCSRStateEstimator},
+            "colour",
+        ),
+        "C-BIoU (`trackers.CBIoUTracker`)": (trackers.CBIoUTracker, {}, "colour"),
+        "McByte without masks or camera motion (`trackers.McByteTracker`)": (
+            trackers.McByteTracker,
+            {"enable_cmc": False},
+            "colour",
+        ),
+    }
+
+
+def tracked_alerts(frames: list, setting: dict, rules, variant: tuple) -> list:
+    """``[(kind, frame, box)]``: recorded detections (:func:`scene_detections`) associated
+    by ``variant`` (:func:`tracker_variants`), then the zone rules, as ``sora watch`` does."""
+    from sora.inference.reid import MAX_DISTANCE, ReIdentifier
+    from sora.inference.reid import WINDOW as REID_WINDOW
+    from sora.inference.tracking import make_tracker, track_detections
+
+    name, options, reid = variant
+    if isinstance(name, str):
+        tracker = make_tracker(name, fps=setting["fps"], high=setting["high"], **options)
+    else:  # as make_tracker does for its own
+        high = {"track_activation_threshold": setting["high"]}
+        high["high_conf_det_threshold"] = setting["high"]
+        tracker = name(frame_rate=setting["fps"], **high, **options)
+    if reid is None:
+        frames = [fd if fd is None else dataclasses.replace(fd, embeddings=None) for fd in frames]
+    monitor = ZoneMonitor(rules, setting["fps"])
+    events = []
+    for ft in track_detections(
+        frames,
+        tracker,
+        conf=setting["conf"],
+        nms_iou=setting["nms_iou"],
+        reid=None if reid is None else ReIdentifier(REID_WINDOW, MAX_DISTANCE),
+    ):
+        events += monitor.update(
+            ft.time, ft.boxes, ft.ids, ft.labels, ft.scores, list(CLASSES), clock(12)
+        )
+    events += monitor.finish()
+    kinds = {"enter": "enter", "cross_in": "cross", "cross_out": "cross"}
+    return [
+        (kinds[e["rule"]], round(e["time"] * FPS) + 1, e["box"])
+        for e in events
+        if e["rule"] in kinds
+    ]
+
+
 def match(alerts: list, events: list, frames: dict[int, list]) -> list[tuple[int, int]]:
     """One-to-one matching of ``alerts`` (``[(frame, box)]``) to true ``events`` (``[(object,
     frame)]``) of one kind in one video, as COCO matches detections to true boxes: a pair can
@@ -220,6 +313,56 @@ def rows(label: str, stats: dict) -> list[str]:
     return out
 
 
+def compare_trackers(run: Path, rules, videos: list, held: int) -> list[str]:
+    """Markdown lines: each of :func:`tracker_variants` on the recorded detections of
+    ``videos`` (``[(root, video, objects, sora watch's alerts)]``, the first ``held`` of them
+    held out, the rest fresh), precision / recall of crossings and of entries from half in
+    view; and how many videos the first variant gave ``sora watch``'s alerts on."""
+    recorded = {}
+    for root, v, _, _ in videos:
+        recorded[(root, v)] = scene_detections(root / "testing" / f"{v}.mp4", run)
+    groups = [("held-out", videos[:held]), ("fresh", videos[held:])]
+    groups = [(g, vs) for g, vs in groups if vs]
+    head = [f"crossings, {g} ({len(vs)})" for g, vs in groups] + ["entries from half in view, all"]
+    out = [
+        "",
+        "Association methods on the same SoraDet boxes (`--trackers`); precision / recall "
+        "(alerts per true event):",
+        "",
+        "| association | " + " | ".join(head) + " |",
+        "|---" * (len(head) + 1) + "|",
+    ]
+    same = 0
+    for i, (label, variant) in enumerate(tracker_variants().items()):
+        alerts = {}
+        for root, v, _, watched in videos:
+            frames, setting = recorded[(root, v)]
+            alerts[(root, v)] = tracked_alerts(frames, setting, rules, variant)
+            same += i == 0 and alerts[(root, v)] == watched
+        cells = []
+        entries = {"true": 0, "alerts": 0, "matched": 0}
+        for _, vs in groups:
+            st = {k: {"true": 0, "alerts": 0, "matched": 0} for k in KINDS}
+            for root, v, objects, _ in vs:
+                for kind, c in score([v], objects, {v: alerts[(root, v)]}).items():
+                    for key in c:
+                        st[kind][key] += c[key]
+            c = st["cross"]
+            cells.append(_cell(c))
+            for key in entries:
+                entries[key] += st["enter_in_view"][key]
+        out.append(f"| {label} | " + " | ".join([*cells, _cell(entries)]) + " |")
+    out += ["", f"The first row gave `sora watch`'s alerts on {same} of {len(videos)} videos."]
+    return out
+
+
+def _cell(c: dict) -> str:
+    """``precision / recall (alerts per true event)``."""
+    p = c["matched"] / max(c["alerts"], 1)
+    r = c["matched"] / max(c["true"], 1)
+    return f"{p:.3f} / {r:.3f} ({c['alerts'] / max(c['true'], 1):.3f})"
+
+
 def trained_detector(data: Path, run: Path, epochs: int) -> Path:
     """SoraDet trained on ``DATA/detect`` into ``run`` once, with the config of
     ``sora demo --task watch`` (``scene_detector_config``)."""
@@ -255,6 +398,11 @@ def main() -> None:
     p.add_argument(
         "--reid", default="colour", help="sora watch's --reid (default colour, as sora watch's)"
     )
+    p.add_argument(
+        "--trackers",
+        action="store_true",
+        help="with --detector: also compare association methods on the same boxes",
+    )
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     reid = None if args.reid == "none" else args.reid
@@ -263,6 +411,8 @@ def main() -> None:
         first, end = (int(n) for n in args.fresh_videos.split(":"))
     except ValueError:
         p.error(f"--fresh-videos {args.fresh_videos!r}: expected FIRST:END, e.g. 84:140")
+    if args.trackers and (not args.detector or nms != NMS_IOU or reid != "colour"):
+        p.error("--trackers needs --detector, and sora watch's --nms and --reid")
     if not 14 <= first < end:
         p.error("--fresh-videos FIRST:END needs 14 <= FIRST < END")
     tracks = "SoraDet + ByteTrack" + ("" if reid is None else f" + {reid} re-identification")
@@ -310,6 +460,14 @@ def main() -> None:
                 f"**sora watch** ({tracks}), {which}",
                 score(new, new_objects, seen),
             )
+        if args.trackers:
+            note += compare_trackers(
+                run,
+                rules,
+                [(data, v, objects, watched[v]) for v in held_out]
+                + ([(fresh, v, new_objects, seen[v]) for v in new] if args.fresh else []),
+                len(held_out),
+            )
         note = [
             "",
             f"The detector: the default SoraDet trained {args.epochs} epochs on `DATA/detect` "
@@ -317,12 +475,15 @@ def main() -> None:
             f"mAP@[.5:.95]) into `{args.run}`; "
             f"`sora watch` ran at {np.median(fps):.0f} frames/s (median over the videos) "
             "with the zone rules.",
+            *note,
         ]
     flags = " --detector" if args.detector else ""
     if args.detector and args.fresh:
         flags += f" --fresh DIR --fresh-videos {first}:{end}"
     if args.detector and args.nms != NMS_IOU:
         flags += f" --nms {args.nms:g}"
+    if args.detector and args.trackers:
+        flags += " --trackers"
     text = "\n".join(
         [
             f"## Zone intrusion and line crossing ({time.strftime('%Y-%m-%d')})",

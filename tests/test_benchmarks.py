@@ -105,3 +105,38 @@ def test_intrusion_matches_alerts_to_true_events_one_to_one():
     assert stats == {"true": 2, "alerts": 2, "matched": 2}  # either person, one each
     stats = intrusion.score(["v"], {"v": walks}, {"v": alerts[:1]})["cross"]
     assert stats == {"true": 2, "alerts": 1, "matched": 1}
+
+
+def test_intrusion_tracker_variants_each_see_one_walker_cross_once(tmp_path):
+    import intrusion
+    import numpy as np
+
+    from sora.inference.detector import FrameDetections
+    from sora.inference.zones import load_zones
+
+    (tmp_path / "zones.yaml").write_text(
+        "lines:\n  - name: gate\n    start: [64, 0]\n    end: [64, 96]\n"
+    )
+    rules = load_zones(tmp_path / "zones.yaml", 128, 96)
+    fps = 15.0
+    # one person walking right at 2 pixels a frame: the box's bottom centre passes x = 64
+    # between frames 13 and 14 (0-based); the crossing holds for the debounce (0.3 s: 4
+    # frames) at 0-based frame 17, which the benchmark numbers 18 (1-based, as objects.csv)
+    frames = [
+        FrameDetections(
+            index=k,
+            time=k / fps,
+            boxes=np.array([[34 + 2 * k, 40, 40 + 2 * k, 57]], np.float32),
+            scores=np.array([0.9], np.float32),
+            labels=np.array([0]),
+            embeddings=np.array([[0.5, 0.5, 0.5, 0.5]], np.float32),
+            frame_size=(96, 128),
+        )
+        for k in range(30)
+    ]
+    setting = {"high": 0.5, "conf": 0.375, "fps": fps, "nms_iou": 0.5}
+    variants = intrusion.tracker_variants()
+    assert next(iter(variants.values())) == ("bytetrack", {}, "colour")  # sora watch's
+    for label, variant in variants.items():
+        alerts = intrusion.tracked_alerts(frames, setting, rules, variant)
+        assert [(k, f) for k, f, _ in alerts] == [("cross", 18)], label
