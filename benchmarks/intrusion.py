@@ -166,23 +166,27 @@ def watch_alerts(
         reid=reid,
         nms_iou=nms_iou,
     )
+    return event_alerts(events), summary
+
+
+def event_alerts(events: list[dict]) -> list[tuple[str, int, list]]:
+    """``sora watch``'s entry and crossing events -> ``[(kind, frame, box)]``, ``frame``
+    1-based as in ``objects.csv``."""
     kinds = {"enter": "enter", "cross_in": "cross", "cross_out": "cross"}
-    alerts = [
+    return [
         (kinds[e["rule"]], round(e["time"] * FPS) + 1, e["box"])
         for e in events
         if e["rule"] in kinds
     ]
-    return alerts, summary
 
 
-def scene_detections(video: Path, detector: Path) -> tuple[list, dict]:
-    """SoraDet's detections of every frame of ``video``, as ``sora watch`` computes them
-    (the run's low threshold, colour embeddings, one frame at a time; no images kept), and
-    ``{"high", "conf", "fps", "nms_iou"}``: what its tracker is given."""
-    from sora.inference.tracking import VideoTracker
+def scene_detections(video: Path, vt) -> tuple[list, dict]:
+    """SoraDet's detections of every frame of ``video``, as ``sora watch`` computes them with
+    ``vt`` (a ``VideoTracker`` with colour re-identification: the run's low threshold, colour
+    embeddings, one frame at a time; no images kept), and ``{"high", "conf", "fps",
+    "nms_iou"}``: what its tracker is given."""
     from sora.io.video import VideoReader
 
-    vt = VideoTracker(detector, reid="colour")
     fps = vt.detector.config.detect.fps
     reader = VideoReader(video, fps=fps)
     frames = [
@@ -252,12 +256,7 @@ def tracked_alerts(frames: list, setting: dict, rules, variant: tuple) -> list:
             ft.time, ft.boxes, ft.ids, ft.labels, ft.scores, list(CLASSES), clock(12)
         )
     events += monitor.finish()
-    kinds = {"enter": "enter", "cross_in": "cross", "cross_out": "cross"}
-    return [
-        (kinds[e["rule"]], round(e["time"] * FPS) + 1, e["box"])
-        for e in events
-        if e["rule"] in kinds
-    ]
+    return event_alerts(events)
 
 
 def match(alerts: list, events: list, frames: dict[int, list]) -> list[tuple[int, int]]:
@@ -318,9 +317,12 @@ def compare_trackers(run: Path, rules, videos: list, held: int) -> list[str]:
     ``videos`` (``[(root, video, objects, sora watch's alerts)]``, the first ``held`` of them
     held out, the rest fresh), precision / recall of crossings and of entries from half in
     view; and how many videos the first variant gave ``sora watch``'s alerts on."""
-    recorded = {}
-    for root, v, _, _ in videos:
-        recorded[(root, v)] = scene_detections(root / "testing" / f"{v}.mp4", run)
+    from sora.inference.tracking import VideoTracker
+
+    vt = VideoTracker(run, reid="colour")
+    recorded = {
+        (root, v): scene_detections(root / "testing" / f"{v}.mp4", vt) for root, v, _, _ in videos
+    }
     groups = [("held-out", videos[:held]), ("fresh", videos[held:])]
     groups = [(g, vs) for g, vs in groups if vs]
     head = [f"crossings, {g} ({len(vs)})" for g, vs in groups] + ["entries from half in view, all"]
@@ -341,14 +343,10 @@ def compare_trackers(run: Path, rules, videos: list, held: int) -> list[str]:
             same += i == 0 and alerts[(root, v)] == watched
         cells = []
         entries = {"true": 0, "alerts": 0, "matched": 0}
-        for _, vs in groups:
-            st = {k: {"true": 0, "alerts": 0, "matched": 0} for k in KINDS}
-            for root, v, objects, _ in vs:
-                for kind, c in score([v], objects, {v: alerts[(root, v)]}).items():
-                    for key in c:
-                        st[kind][key] += c[key]
-            c = st["cross"]
-            cells.append(_cell(c))
+        for _, vs in groups:  # the videos of a group share one root and objects
+            mine = {v: alerts[(root, v)] for root, v, _, _ in vs}
+            st = score(list(mine), vs[0][2], mine)
+            cells.append(_cell(st["cross"]))
             for key in entries:
                 entries[key] += st["enter_in_view"][key]
         out.append(f"| {label} | " + " | ".join([*cells, _cell(entries)]) + " |")
