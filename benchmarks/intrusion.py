@@ -1,5 +1,5 @@
 """Zone intrusion and line crossing on MotionShapes-Anomaly, on ground-truth tracks and on
-the tracks ``sora watch`` makes (SoraDet + ByteTrack).
+the tracks ``sora watch`` makes (SoraDet + C-BIoU).
 
 The rules are the scene's ``zones.yaml`` (``synth_anomaly.ZONES``): a **zone** over the lawn
 above the walkway (people only come in there in the crowd videos) and a **line** across the
@@ -25,13 +25,18 @@ Two sources of tracks:
   ``ZoneMonitor``: the ceiling, the rules alone;
 * ``sora watch`` (``--detector``): each video the detector did not train on (the 7 odd
   testing videos, one per anomaly type; 3 of them are its val split, used to pick the
-  checkpoint) streamed through ``watch()``: SoraDet, ByteTrack, re-identification (``--reid``,
+  checkpoint) streamed through ``watch()``: SoraDet, C-BIoU (``sora watch``'s tracker), re-identification (``--reid``,
   default colour, as ``sora watch``), the same rules. The detector
   is trained on ``DATA/detect`` into ``runs/bench-intrusion/SoraDet`` on the first run.
   ``--fresh DIR`` adds more testing videos of the same scene that nothing was trained on:
   ``--fresh-videos FIRST:END`` (default 14:28) watches testing videos FIRST to END - 1 of
   ``generate(DIR, train=0, test=END)`` (the first 14 are the set's own). ``--nms`` is
-  ``sora watch --nms``, the class-agnostic NMS before association.
+  ``sora watch --nms``, the class-agnostic NMS before association. ``--testing N`` (default
+  14) makes the set with N testing videos (``DATA`` then defaults to
+  ``runs/motionshapes-anomaly-N`` and the detector run to ``runs/bench-intrusion/SoraDet-N``):
+  the detector trains on the 10 normal and the even testing videos, so on more vehicles and
+  crowds, and the odd ones are held out; testing video i is the same video in every set, so
+  fresh videos from N on are still unseen.
 
 ``--trackers`` (with ``--detector``) also compares association methods on the same boxes:
 SoraDet runs once per video (:func:`scene_detections`, the calls ``sora watch`` makes), then
@@ -202,11 +207,17 @@ def scene_detections(video: Path, vt) -> tuple[list, dict]:
 def tracker_variants() -> dict[str, tuple]:
     """``label -> (tracker, options, re-identification)``: ``tracker`` a name of
     ``sora.inference.tracking.TRACKERS`` or a class of the ``trackers`` package that
-    ``sora watch`` does not offer. The first is ``sora watch``'s default."""
+    ``sora watch`` does not offer (``make_tracker`` builds either). The first is ``sora watch``'s default."""
     import trackers
 
     return {
-        "ByteTrack + colour re-identification (sora watch)": ("bytetrack", {}, "colour"),
+        "C-BIoU + colour re-identification (sora watch)": ("cbiou", {}, "colour"),
+        "C-BIoU, no re-identification": ("cbiou", {}, None),
+        "ByteTrack + colour re-identification (sora track's default)": (
+            "bytetrack",
+            {},
+            "colour",
+        ),
         "ByteTrack, no re-identification": ("bytetrack", {}, None),
         "OC-SORT": ("ocsort", {}, "colour"),
         "BoT-SORT": ("botsort", {}, "colour"),
@@ -218,7 +229,6 @@ def tracker_variants() -> dict[str, tuple]:
             {"state_estimator_class": trackers.utils.state_representations.XCYCSRStateEstimator},
             "colour",
         ),
-        "C-BIoU (`trackers.CBIoUTracker`)": (trackers.CBIoUTracker, {}, "colour"),
         "McByte without masks or camera motion (`trackers.McByteTracker`)": (
             trackers.McByteTracker,
             {"enable_cmc": False},
@@ -235,12 +245,7 @@ def tracked_alerts(frames: list, setting: dict, rules, variant: tuple) -> list:
     from sora.inference.tracking import make_tracker, track_detections
 
     name, options, reid = variant
-    if isinstance(name, str):
-        tracker = make_tracker(name, fps=setting["fps"], high=setting["high"], **options)
-    else:  # as make_tracker does for its own
-        high = {"track_activation_threshold": setting["high"]}
-        high["high_conf_det_threshold"] = setting["high"]
-        tracker = name(frame_rate=setting["fps"], **high, **options)
+    tracker = make_tracker(name, fps=setting["fps"], high=setting["high"], **options)
     if reid is None:
         frames = [fd if fd is None else dataclasses.replace(fd, embeddings=None) for fd in frames]
     monitor = ZoneMonitor(rules, setting["fps"])
@@ -375,9 +380,16 @@ def trained_detector(data: Path, run: Path, epochs: int) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="runs/motionshapes-anomaly")
+    p.add_argument("--data", help="the set (default runs/motionshapes-anomaly[-N])")
     p.add_argument("--detector", action="store_true", help="also with sora watch's tracks")
-    p.add_argument("--run", default="runs/bench-intrusion/SoraDet", help="the detector run")
+    p.add_argument("--run", help="the detector run (default runs/bench-intrusion/SoraDet[-N])")
+    p.add_argument(
+        "--testing",
+        type=int,
+        default=14,
+        metavar="N",
+        help="testing videos in the set (default 14); the even ones train the detector",
+    )
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--fresh", help="also fresh testing videos, generated into this folder")
     p.add_argument(
@@ -411,12 +423,17 @@ def main() -> None:
         p.error(f"--fresh-videos {args.fresh_videos!r}: expected FIRST:END, e.g. 84:140")
     if args.trackers and (not args.detector or nms != NMS_IOU or reid != "colour"):
         p.error("--trackers needs --detector, and sora watch's --nms and --reid")
-    if not 14 <= first < end:
-        p.error("--fresh-videos FIRST:END needs 14 <= FIRST < END")
-    tracks = "SoraDet + ByteTrack" + ("" if reid is None else f" + {reid} re-identification")
+    if args.testing < 14:
+        p.error("--testing N needs N >= 14 (every anomaly type twice)")
+    if not args.testing <= first < end:
+        p.error(f"--fresh-videos FIRST:END needs {args.testing} <= FIRST < END")
+    suffix = "" if args.testing == 14 else f"-{args.testing}"
+    args.data = args.data or f"runs/motionshapes-anomaly{suffix}"
+    args.run = args.run or f"runs/bench-intrusion/SoraDet{suffix}"
+    tracks = "SoraDet + C-BIoU" + ("" if reid is None else f" + {reid} re-identification")
     tracks += ", no NMS before association" if nms is None else f", NMS {nms:g} before association"
     data = Path(args.data)
-    generate(data)
+    generate(data, test=args.testing)
     objects = read_objects(data)
     rules = load_zones(data / "zones.yaml", WIDTH, HEIGHT)
     every = sorted(objects)
@@ -469,13 +486,16 @@ def main() -> None:
         note = [
             "",
             f"The detector: the default SoraDet trained {args.epochs} epochs on `DATA/detect` "
-            f"(train split: the 10 normal and 7 even testing videos; checkpoint by val "
+            f"(train split: the 10 normal and {(args.testing + 1) // 2} even testing videos; "
+            "checkpoint by val "
             f"mAP@[.5:.95]) into `{args.run}`; "
             f"`sora watch` ran at {np.median(fps):.0f} frames/s (median over the videos) "
             "with the zone rules.",
             *note,
         ]
     flags = " --detector" if args.detector else ""
+    if args.testing != 14:
+        flags += f" --testing {args.testing}"
     if args.detector and args.fresh:
         flags += f" --fresh DIR --fresh-videos {first}:{end}"
     if args.detector and args.nms != NMS_IOU:

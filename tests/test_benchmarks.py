@@ -136,7 +136,9 @@ def test_intrusion_tracker_variants_each_see_one_walker_cross_once(tmp_path):
     ]
     setting = {"high": 0.5, "conf": 0.375, "fps": fps, "nms_iou": 0.5}
     variants = intrusion.tracker_variants()
-    assert next(iter(variants.values())) == ("bytetrack", {}, "colour")  # sora watch's
+    from sora.inference.tracking import WATCH_TRACKER
+
+    assert next(iter(variants.values())) == (WATCH_TRACKER, {}, "colour")  # sora watch's
     for label, variant in variants.items():
         alerts = intrusion.tracked_alerts(frames, setting, rules, variant)
         assert [(k, f) for k, f, _ in alerts] == [("cross", 18)], label

@@ -57,7 +57,7 @@ def ids_at(tracks, k: int) -> set[int]:
     return set(tracks[k].values())
 
 
-@pytest.mark.parametrize("tracker", ["bytetrack", "ocsort", "botsort", "sort"])
+@pytest.mark.parametrize("tracker", ["bytetrack", "ocsort", "botsort", "sort", "cbiou"])
 def test_an_object_that_returns_after_the_tracker_lost_it_gets_its_id_back(tracker):
     # red walks 0-2 s, is gone 3 s (past the 1-s lost-track buffer), returns 153 px from
     # where it was lost (under 1/4 of the 894-px diagonal); blue walks below the whole time

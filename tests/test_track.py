@@ -126,7 +126,7 @@ def moving(times) -> list[FrameDetections]:
     return [dets(t, [10 + 30 * t, 40, 30 + 30 * t, 60], index=k) for k, t in enumerate(times)]
 
 
-@pytest.mark.parametrize("name", ["bytetrack", "ocsort", "botsort", "sort"])
+@pytest.mark.parametrize("name", ["bytetrack", "ocsort", "botsort", "sort", "cbiou"])
 def test_a_track_survives_a_short_gap_but_not_a_long_one_measured_in_seconds(name):
     # 10 fps; a 0.5 s gap (5 frames' time in 1 call) keeps the id, a 3 s gap (one call too)
     # exceeds the 1-s lost-track buffer: frame counting would see both gaps as one frame

@@ -755,11 +755,11 @@ def cmd_demo(args) -> int:
 SET_HELP = "override one config value, e.g. train.lr=1e-3 (repeatable)"
 
 
-def _tracker_argument(s: argparse.ArgumentParser) -> None:
+def _tracker_argument(s: argparse.ArgumentParser, default: str = "bytetrack") -> None:
     from sora.inference.tracking import TRACKERS
 
     s.add_argument(
-        "--tracker", choices=TRACKERS, default="bytetrack", help="association (default bytetrack)"
+        "--tracker", choices=TRACKERS, default=default, help=f"association (default {default})"
     )
 
 
@@ -1016,7 +1016,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--zones", help="zones/lines YAML or JSON (docs/watch.md)")
     s.add_argument("--events", help="JSON-lines events file, appended (snapshots beside it)")
     s.add_argument("--save-video", help="annotated video (MP4)")
-    _tracker_argument(s)
+    from sora.inference.tracking import WATCH_TRACKER
+
+    _tracker_argument(s, WATCH_TRACKER)
     _nms_option(s)
     _reid_options(s)
     s.add_argument(

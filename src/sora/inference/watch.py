@@ -34,7 +34,7 @@ import torch
 from sora.errors import CheckpointError
 from sora.inference.detector import prepare_frames
 from sora.inference.events import put_dropping_oldest
-from sora.inference.tracking import NMS_IOU
+from sora.inference.tracking import NMS_IOU, WATCH_TRACKER
 from sora.io.files import atomic_write_bytes
 from sora.io.video import Frame, VideoReader, reconnecting
 
@@ -199,7 +199,7 @@ def watch(
     zones: str | Path | None = None,
     events: str | Path | None = None,
     save_video: str | Path | None = None,
-    tracker: str = "bytetrack",
+    tracker: str = WATCH_TRACKER,
     reid: str | None = "colour",
     reid_window: float | None = None,
     nms_iou: float | None = NMS_IOU,
