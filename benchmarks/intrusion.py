@@ -25,8 +25,8 @@ Two sources of tracks:
   ``ZoneMonitor``: the ceiling, the rules alone;
 * ``sora watch`` (``--detector``): each video the detector did not train on (the 7 odd
   testing videos, one per anomaly type; 3 of them are its val split, used to pick the
-  checkpoint) streamed through ``watch()``: SoraDet, C-BIoU (``sora watch``'s tracker), re-identification (``--reid``,
-  default colour, as ``sora watch``), the same rules. The detector
+  checkpoint) streamed through ``watch()``: SoraDet, C-BIoU (``sora watch``'s tracker),
+  re-identification (``--reid``, default colour, as ``sora watch``), the same rules. The detector
   is trained on ``DATA/detect`` into ``runs/bench-intrusion/SoraDet`` on the first run.
   ``--fresh DIR`` adds more testing videos of the same scene that nothing was trained on:
   ``--fresh-videos FIRST:END`` (default 14:28) watches testing videos FIRST to END - 1 of
@@ -207,7 +207,8 @@ def scene_detections(video: Path, vt) -> tuple[list, dict]:
 def tracker_variants() -> dict[str, tuple]:
     """``label -> (tracker, options, re-identification)``: ``tracker`` a name of
     ``sora.inference.tracking.TRACKERS`` or a class of the ``trackers`` package that
-    ``sora watch`` does not offer (``make_tracker`` builds either). The first is ``sora watch``'s default."""
+    ``sora watch`` does not offer (``make_tracker`` builds either). The first is ``sora
+    watch``'s default."""
     import trackers
 
     return {

@@ -68,7 +68,11 @@ class FrameTracks:
     action_probs: np.ndarray | None = None  # (n,) their probabilities
 
 
-def _tracker_class(name: str) -> type:
+def _tracker_class(name: str | type) -> type:
+    """The ``trackers`` class of ``name`` (one of :data:`TRACKERS`); a class is returned as
+    it is."""
+    if isinstance(name, type):
+        return name
     import trackers  # 0.7 s to import: only when tracking
 
     match name:
@@ -85,7 +89,7 @@ def _tracker_class(name: str) -> type:
     raise ValueError(f"unknown tracker {name!r} (choose from {', '.join(TRACKERS)})")
 
 
-def tracker_options(name: str) -> list[str]:
+def tracker_options(name: str | type) -> list[str]:
     """The keyword arguments ``name``'s tracker class accepts (for ``--tracker-set``)."""
     params = inspect.signature(_tracker_class(name).__init__).parameters
     return [p for p in params if p != "self"]
@@ -122,8 +126,8 @@ def make_tracker(name: str | type, *, fps: float, high: float = 0.5, **options) 
     the score above which a detection is "confident" (first-stage association, and the score
     a new track must reach). ``options`` override any of the tracker's own keyword arguments
     (:func:`tracker_options`)."""
-    cls = name if isinstance(name, type) else _tracker_class(name)
-    known = inspect.signature(cls.__init__).parameters
+    cls = _tracker_class(name)
+    known = tracker_options(name)
     kwargs = {"frame_rate": float(fps)}
     for key in ("track_activation_threshold", "high_conf_det_threshold"):
         if key in known:
