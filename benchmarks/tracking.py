@@ -10,9 +10,10 @@ is then given detections down to 0.75 of it after class-agnostic NMS at IoU 0.5 
 defaults of ``sora track``). Scores are TrackEval's (HOTA, DetA, AssA, MOTA, IDF1, ID
 switches) on the **test** split through ``sora.evaluation.tracking.score_tracking``, the
 code of ``sora eval --task track``. "after occl." counts the ID switches whose object had
-been less than half visible since its last match. Then each detector with ByteTrack and
-re-identification after it (:mod:`sora.inference.reid`) on each appearance embedding (the
-ground truth: colour only, it has no features).
+been less than half visible since its last match. Then each detector with ByteTrack
+(``sora track``'s default) and with C-BIoU (``sora watch``'s), re-identification after it
+(:mod:`sora.inference.reid`) on each appearance embedding (the ground truth: colour only,
+it has no features).
 
 Speed: ``VideoTracker.track_video`` (the path of ``sora track``: decode, resize, SoraDet
 step, NMS, ByteTrack, colour re-identification) over the ``--minutes`` recording of ``benchmarks/streaming.py``
@@ -38,7 +39,13 @@ from sora.evaluation.detection import detect_sequence, operating_threshold, scor
 from sora.evaluation.tracking import ground_truth_detections, score_tracking, track_sequence
 from sora.inference.detector import Detector
 from sora.inference.reid import EMBEDDINGS, MAX_DISTANCE, WINDOW, ReIdentifier, colour_embeddings
-from sora.inference.tracking import LOW_FRACTION, TRACKERS, VideoTracker, make_tracker
+from sora.inference.tracking import (
+    LOW_FRACTION,
+    TRACKERS,
+    WATCH_TRACKER,
+    VideoTracker,
+    make_tracker,
+)
 
 DETECTORS = ("SoraDet", "per-frame", "ground truth")
 
@@ -124,20 +131,23 @@ def main() -> int:
     for det in DETECTORS:
         for embed in ("colour",) if det == "ground truth" else EMBEDDINGS:
             high, dets = detections(det, work, val, test, embed)
-            m = score_tracking(test, track_all(test, dets, high, reid=True), labels)
-            reid_rows.append(
-                {
-                    "detector": det,
-                    "reid": embed,
-                    **{k: m[k] for k in ("HOTA", "AssA", "MOTA", "IDF1", "IDSW")},
-                    "after_occlusion": m["id_switches"]["after_occlusion"],
-                }
-            )
-            print(
-                f"{det:>12} bytetrack + re-id {embed:>8}  HOTA {m['HOTA']:.3f} IDF1 "
-                f"{m['IDF1']:.3f} IDSW {m['IDSW']} ({reid_rows[-1]['after_occlusion']})",
-                flush=True,
-            )
+            for tracker in ("bytetrack", WATCH_TRACKER):  # sora track's, sora watch's
+                tracks = track_all(test, dets, high, tracker, reid=True)
+                m = score_tracking(test, tracks, labels)
+                reid_rows.append(
+                    {
+                        "detector": det,
+                        "tracker": tracker,
+                        "reid": embed,
+                        **{k: m[k] for k in ("HOTA", "AssA", "MOTA", "IDF1", "IDSW")},
+                        "after_occlusion": m["id_switches"]["after_occlusion"],
+                    }
+                )
+                print(
+                    f"{det:>12} {tracker:>9} + re-id {embed:>8}  HOTA {m['HOTA']:.3f} IDF1 "
+                    f"{m['IDF1']:.3f} IDSW {m['IDSW']} ({reid_rows[-1]['after_occlusion']})",
+                    flush=True,
+                )
         high, dets = detections(det, work, val, test)
         for tracker in TRACKERS:
             t0 = time.perf_counter()
@@ -173,14 +183,15 @@ def main() -> int:
             f"| {r['IDSW']} | {r['after_occlusion']} | {r['assoc_fps']:.0f} |\n"
         )
     table += (
-        "\nRe-identification after the tracker (ByteTrack; `sora track --reid`, window "
+        "\nRe-identification after the tracker (ByteTrack, `sora track`'s default, and "
+        f"{WATCH_TRACKER}, `sora watch`'s; `--reid`, window "
         f"{WINDOW:g} s, cosine distance <= {MAX_DISTANCE}); the rows above are without it:\n\n"
-        "| detector | re-identification | HOTA | AssA | MOTA | IDF1 | ID switches "
-        "| after occl. |\n|---|---|---|---|---|---|---|---|\n"
+        "| detector | tracker | re-identification | HOTA | AssA | MOTA | IDF1 | ID switches "
+        "| after occl. |\n|---|---|---|---|---|---|---|---|---|\n"
     )
     for r in reid_rows:
         table += (
-            f"| {r['detector']} | {r['reid']} | {r['HOTA']:.3f} | {r['AssA']:.3f} "
+            f"| {r['detector']} | {r['tracker']} | {r['reid']} | {r['HOTA']:.3f} | {r['AssA']:.3f} "
             f"| {r['MOTA']:.3f} | {r['IDF1']:.3f} | {r['IDSW']} | {r['after_occlusion']} |\n"
         )
     speed = (

@@ -153,6 +153,31 @@ def test_a_new_id_on_someone_already_inside_goes_on_with_that_visit(tmp_path):
     assert frames(m, [(2, 35)], 5, 6) == [("enter", 0.5, 2)]
 
 
+def test_a_duplicate_is_judged_where_both_boxes_are_now(tmp_path):
+    """A person walking down (4 px a frame) with track 1; a second box on them is born as
+    track 2 and comes first in the frame's detections. With track 1's box of this frame
+    they overlap by IoU 2/3, with its box of the frame before by 1/4 (< 0.3); the answer
+    must not hang on which came first. A re-identified id coming back inside on
+    someone already inside (track 3, seen outside before a gap) is no new entry either."""
+
+    def step(m, f, tracks):
+        boxes = np.concatenate([_box(x, y) for _, x, y in tracks])
+        n = len(tracks)
+        ids = np.array([i for i, _, _ in tracks])
+        out = m.update(f / 10, boxes, ids, np.zeros(n, int), np.full(n, 0.9), CLASSES, NOON)
+        return [(e["rule"], e["track"]) for e in out]
+
+    m = _monitor(tmp_path, ZONE)
+    assert step(m, 0, [(1, 30, 20)]) == [("enter", 1)]
+    assert step(m, 1, [(1, 30, 24)]) == []
+    assert step(m, 2, [(2, 30, 30), (1, 30, 28)]) == []  # track 1 now at y 28
+    m = _monitor(tmp_path, ZONE)
+    assert step(m, 0, [(3, 80, 80)]) == []  # outside
+    for f in range(10, 15):
+        assert step(m, f, [(1, 30, 40)]) == ([("enter", 1)] if f == 10 else [])
+    assert step(m, 15, [(3, 31, 40), (1, 30, 40)]) == []
+
+
 def test_hours_and_lines(tmp_path):
     assert armed((clock(22), clock(6)), clock(23, 30)) and armed((clock(22), clock(6)), clock(1))
     assert not armed((clock(22), clock(6)), NOON) and armed(None, NOON)

@@ -234,6 +234,9 @@ class ZoneMonitor:
         }
         for i in det.tracker_id:
             self.last_seen[int(i)] = t
+        # this frame's boxes: a new id is compared with the others where they are now, not
+        # where they were last frame (nor in the order the detections came)
+        now_boxes = {int(i): b for i, b in zip(det.tracker_id, det.xyxy, strict=True)}
         for zi, (zone, poly) in enumerate(zip(self.rules.zones, self.polygons, strict=True)):
             inside = poly.trigger(det) if len(det) else np.zeros(0, bool)
             on = armed(zone.hours, now)
@@ -244,11 +247,11 @@ class ZoneMonitor:
                 unseen = key not in self.state or (
                     int(track) in back and not self.state[key]["inside"]
                 )
-                first = inside[k] and key not in self.state
-                visit = self._visit(zi, det.xyxy[k], t) if first else None
+                # first seen inside, or back inside after a gap, on someone already inside
+                # (a duplicate track, an id switch, a re-identified id on the wrong person):
+                # it goes on with that visit (its entry time, its dwell), no new entry
+                visit = self._visit(zi, det.xyxy[k], t, now_boxes) if inside[k] and unseen else None
                 if visit is not None:
-                    # a new id on someone already inside (a duplicate track, an id switch):
-                    # it goes on with that visit (its entry time, its dwell), no new entry
                     self.state[key] = {"inside": True, "since": None, "entered": visit["entered"]}
                     if visit.get("dwelt"):
                         self.state[key]["dwelt"] = True
@@ -320,23 +323,28 @@ class ZoneMonitor:
             e["time"] = round(float(t), 3)
         return events
 
-    def _visit(self, zi: int, box: np.ndarray, t: float) -> dict | None:
+    def _visit(
+        self, zi: int, box: np.ndarray, t: float, now_boxes: dict[int, np.ndarray]
+    ) -> dict | None:
         """The state of a track inside zone ``zi``, seen at most the debounce before ``t``
-        (this frame included), whose last box overlaps ``box`` by IoU >= :data:`SAME_IOU`:
-        the visit a track first seen there with that box goes on with."""
+        (this frame included), whose box overlaps ``box`` by IoU >= :data:`SAME_IOU`: the
+        visit a track first seen there with that box goes on with. A track of this frame
+        is compared by its box in ``now_boxes`` (``{track: (4,) xyxy}``, this frame's),
+        the others by their last."""
         import supervision as sv
 
         near = [
-            s
-            for (z, _), s in self.state.items()
+            (track, s)
+            for (z, track), s in self.state.items()
             if z == zi and s["inside"] and "box" in s
             and t - s["seen"] <= self.rules.debounce + 1e-9
         ]  # fmt: skip
         if not near:
             return None
-        iou = sv.box_iou_batch(box[None], np.stack([s["box"] for s in near]))[0]
+        boxes = np.stack([now_boxes.get(track, s["box"]) for track, s in near])
+        iou = sv.box_iou_batch(box[None], boxes)[0]
         j = int(iou.argmax())
-        return near[j] if iou[j] >= SAME_IOU else None
+        return near[j][1] if iou[j] >= SAME_IOU else None
 
     def _forget(self, t: float) -> None:
         gone = {i for i, seen in self.last_seen.items() if t - seen > self.forget}
