@@ -120,15 +120,21 @@ def test_enter_exit_dwell_once_each_and_debounced(tmp_path):
     assert [(e["rule"], e["time"]) for e in later] == [("enter", 1.5)]
 
 
+def _people(monitor, t, tracks):
+    """One frame at time ``t`` of people ``tracks`` ([(id, x, y)], standing at (x, y)) ->
+    the events they fire."""
+    boxes = np.concatenate([_box(x, y) for _, x, y in tracks])
+    ids = np.array([i for i, _, _ in tracks])
+    n = len(tracks)
+    return monitor.update(t, boxes, ids, np.zeros(n, int), np.full(n, 0.9), CLASSES, NOON)
+
+
 def test_a_new_id_on_someone_already_inside_goes_on_with_that_visit(tmp_path):
     def frames(m, tracks, start, stop):
         """``tracks``: [(id, x)] standing at y 40 in the zone, for frames start..stop-1."""
         out = []
         for f in range(start, stop):
-            boxes = np.concatenate([_box(x, 40) for _, x in tracks])
-            ids = np.array([i for i, _ in tracks])
-            n = len(tracks)
-            out += m.update(f / 10, boxes, ids, np.zeros(n, int), np.full(n, 0.9), CLASSES, NOON)
+            out += _people(m, f / 10, [(i, x, 40) for i, x in tracks])
         return [(e["rule"], e["time"], e["track"]) for e in out]
 
     # an id switch: track 1 is inside from 0 s, track 2 takes over on the same person (IoU
@@ -161,11 +167,7 @@ def test_a_duplicate_is_judged_where_both_boxes_are_now(tmp_path):
     someone already inside (track 3, seen outside before a gap) is no new entry either."""
 
     def step(m, f, tracks):
-        boxes = np.concatenate([_box(x, y) for _, x, y in tracks])
-        n = len(tracks)
-        ids = np.array([i for i, _, _ in tracks])
-        out = m.update(f / 10, boxes, ids, np.zeros(n, int), np.full(n, 0.9), CLASSES, NOON)
-        return [(e["rule"], e["track"]) for e in out]
+        return [(e["rule"], e["track"]) for e in _people(m, f / 10, tracks)]
 
     m = _monitor(tmp_path, ZONE)
     assert step(m, 0, [(1, 30, 20)]) == [("enter", 1)]
