@@ -12,12 +12,20 @@ hidden boxes (visibility 0) that a box scoring >= 0.3 finds (IoU 0.5, any class)
 GFLOPs per frame (FlopCounterMode) and streamed frames/s at batch 1 (detection included,
 decode excluded).
 
+On a GPU (``--device cuda``) every model trains and streams there; ``--clips`` sets the
+clips per step (more frames per step for the same step count), ``--workers`` loads the
+batches in DataLoader workers, ``--fit-seconds`` caps a ``--steps`` run's step count so it
+ends within that time (measured on its first steps), and ``--extra-test DIR`` also scores
+the models on DIR's test split (e.g. 48 sequences of another seed, for the occluded boxes).
+
     python benchmarks/detection.py [--seconds 300] [--only SoraDet per-frame]
+    python benchmarks/detection.py --device cuda --steps 1700 --workers 3 --no-write
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -26,9 +34,11 @@ from pathlib import Path
 import torch
 from common import machine, merge_rows, write_section
 from torch import nn
+from torch.utils.data import DataLoader
 
 from sora.config import apply_overrides, default_config
 from sora.data import synth_det
+from sora.data.detection import collate
 from sora.data.mot import FrameStore, read_split
 from sora.evaluation.detection import detect_sequence, found_by_visibility, score_sequences
 from sora.inference.detector import Detector
@@ -62,6 +72,18 @@ def lr_at(fraction: float, lr: float, warmup: float = 0.05) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (fraction - warmup) / (1 - warmup))))
 
 
+class RandomClips:
+    """A batch sampler: per step, ``clips`` distinct clip indices drawn with ``generator``
+    (``randperm(n)[:clips]``), for ever."""
+
+    def __init__(self, n: int, clips: int, generator: torch.Generator):
+        self.n, self.clips, self.generator = n, clips, generator
+
+    def __iter__(self):
+        while True:
+            yield torch.randperm(self.n, generator=self.generator)[: self.clips].tolist()
+
+
 def train_budget(
     name: str,
     model: nn.Module,
@@ -71,11 +93,21 @@ def train_budget(
     log,
     steps: int = 0,
     seed: int = 0,
+    *,
+    device: str = "cpu",
+    clips: int = 8,
+    workers: int = 0,
+    fit_seconds: float = 0,
 ) -> dict:
     """Train for ``seconds`` of wall time, or for ``steps`` steps when given (the schedule then
     follows the step count, so the run does not depend on the machine's speed); returns steps,
     frames seen and seconds taken. SoraDet runs without its recurrent cells for its first
-    ``detect.memory_warmup`` share of the budget."""
+    ``detect.memory_warmup`` share of the budget.
+
+    ``clips`` clips per step, loaded by ``workers`` DataLoader workers (0: in this process).
+    With ``steps`` and ``fit_seconds``, the step count is lowered (every 20 steps from step 40,
+    never raised) when the speed since step 10 says the run would otherwise take longer than
+    ``fit_seconds``; the schedule then follows the lowered count."""
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     rest = [p for n, p in model.named_parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW(
@@ -83,21 +115,44 @@ def train_budget(
     )
     model.train()
     g = torch.Generator().manual_seed(seed)
+    # In this process the sampler shares ``g`` with frame dropout, as it always did; workers
+    # prefetch batches ahead of the steps, so they get a stream of their own.
+    order = g if workers == 0 else torch.Generator().manual_seed(seed + 1)
+    batches = iter(
+        DataLoader(
+            train_set,
+            batch_sampler=RandomClips(len(train_set), clips, order),
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=device != "cpu",
+            persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(seed),  # workers' seeds; not the global RNG
+            prefetch_factor=4 if workers else None,
+        )
+    )
     step, frames, start = 0, 0, time.perf_counter()
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
+    planned, timed = steps, 0.0
     while True:
         elapsed = time.perf_counter() - start
+        if step == 10:
+            timed = elapsed  # the first steps (start-up, caches filling) are not timed
+        if steps and fit_seconds and step >= 40 and step % 20 == 0:
+            rate = (elapsed - timed) / (step - 10)
+            fits = max(step, step + int((fit_seconds - elapsed) / rate))
+            if fits < steps:
+                log(f"  {name}: {rate:.3f} s a step at step {step}: {steps} steps -> {fits}")
+                steps = fits
         done = step / steps if steps else elapsed / seconds
         if done >= 1:
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(done, lr)
-        idx = torch.randperm(len(train_set), generator=g)[:8].tolist()
-        items = [train_set[i] for i in idx]
-        video = torch.stack([it["video"] for it in items])  # (8, T, 3, H, W)
-        targets = [t for it in items for t in it["targets"]]
-        if isinstance(model, SoraDet):
+        batch = next(batches)
+        video = batch["video"].to(device, non_blocking=True)  # (clips, T, 3, H, W)
+        targets = [t for clip in batch["targets"] for t in clip]
+        if isinstance(model, SoraDet):  # the loss pads the targets on the host, then moves them
             memory = done >= model.cfg.memory_warmup
             out, _ = model.run(training_video(model, video, memory, g), memory=memory)
             flat = {k: v.flatten(0, 1) for k, v in out.items()}
@@ -106,8 +161,10 @@ def train_budget(
             images = list((video.flatten(0, 1) * std + mean).clamp(0, 1))
             tv_targets = [
                 {
-                    "boxes": t["boxes"][~t["ignore"]],
-                    "labels": t["labels"][~t["ignore"]] + int(name != "fcos_resnet50_fpn"),
+                    "boxes": t["boxes"][~t["ignore"]].to(device),
+                    "labels": (t["labels"][~t["ignore"]] + int(name != "fcos_resnet50_fpn")).to(
+                        device
+                    ),
                 }
                 for t in targets
             ]
@@ -120,11 +177,16 @@ def train_budget(
         step += 1
         frames += video.shape[0] * video.shape[1]
         if step % 50 == 0:
-            log(f"  {name}: step {step}, {elapsed:.0f} s, loss {float(loss):.3f}")
-    return {"steps": step, "train_frames": frames, "train_s": time.perf_counter() - start}
+            log(f"  {name}: step {step}, {elapsed:.0f} s, loss {loss.item():.3f}")
+    return {
+        "steps": step,
+        "planned_steps": planned,
+        "train_frames": frames,
+        "train_s": time.perf_counter() - start,
+    }
 
 
-def tv_detect(model: nn.Module, name: str, size: tuple[int, int]):
+def tv_detect(model: nn.Module, name: str, device: str = "cpu"):
     """Per-frame detection with a torchvision model, boxes in the sequence's pixels."""
 
     @torch.no_grad()
@@ -132,31 +194,60 @@ def tv_detect(model: nn.Module, name: str, size: tuple[int, int]):
         store = FrameStore(seq, (seq.height, seq.width), cache=False)
         out = {}
         for f in range(1, seq.num_frames + 1):
-            image = store.get(f).float() / 255
+            image = store.get(f).to(device).float() / 255
             d = model([image])[0]
             labels = d["labels"] - int(name != "fcos_resnet50_fpn")
-            out[f] = {"boxes": d["boxes"], "scores": d["scores"], "labels": labels}
+            out[f] = {
+                "boxes": d["boxes"].cpu(),
+                "scores": d["scores"].cpu(),
+                "labels": labels.cpu(),
+            }
         return out
 
     return detect
 
 
 @torch.no_grad()
-def stream_fps(step, frame: torch.Tensor, seconds: float = 5.0) -> float:
+def stream_fps(step, frame, seconds: float = 5.0) -> float:
     for _ in range(3):
         step(frame)
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         step(frame)
         n += 1
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return n / (time.perf_counter() - start)
 
 
-def run_one(name: str, args, train_set, test, classes, log) -> dict:
+def scores(test, detect) -> tuple[dict, dict]:
+    """mAP50, mAP, visible/occluded mAP50 and the wholly hidden boxes found (score >= 0.3) of
+    ``detect`` over ``test``; and its detections."""
+    metrics, _, dets = score_sequences(test, detect)
+    vis = metrics["visibility"]
+    hidden = found_by_visibility(test, dets, 0.3)["hidden"]
+    row = {
+        "map50": metrics["map_50"],
+        "map": metrics["map"],
+        "visible50": vis["visible"]["map_50"],
+        "occluded50": vis["occluded"]["map_50"],
+        "hidden_found": hidden["found_any_class_at_threshold"],
+    }
+    return row, dets
+
+
+def run_one(name: str, args, train_set, test, classes, log, extra_test=None) -> dict:
     torch.manual_seed(args.seed)
+    device = args.device
     config = default_config("detect")
     config.model.num_classes = len(classes)
     h, w = config.detect.size
+    budget = {
+        "device": device,
+        "clips": args.clips,
+        "workers": args.workers,
+        "fit_seconds": args.fit_seconds,
+    }
     if name in ("SoraDet", "per-frame"):
         config.detect.temporal = "convgru" if name == "SoraDet" else "none"
         if args.memory_warmup is not None:
@@ -167,19 +258,22 @@ def run_one(name: str, args, train_set, test, classes, log) -> dict:
             config.detect.frame_dropout = args.frame_dropout
         if args.set:
             config = apply_overrides(config, args.set)
-        model = SoraDet(config.model, config.detect)
+        model = SoraDet(config.model, config.detect).to(device)
         fit = train_budget(
-            name, model, train_set, args.seconds, args.lr, log, args.steps, args.seed
+            name, model, train_set, args.seconds, args.lr, log, args.steps, args.seed, **budget
         )
         model.eval()
         run = Path(args.work) / name
         from sora.models.store import save_model
 
         save_model(model, config, classes, run / "model")
-        detector = Detector(run, device="cpu")
-        metrics, _, dets = score_sequences(test, lambda seq: detect_sequence(detector, seq))
-        frame = torch.zeros(1, 3, h, w)
-        state = model.init_state(1)
+        detector = Detector(run, device=device)
+
+        def detect(seq):
+            return detect_sequence(detector, seq)
+
+        frame = torch.zeros(1, 3, h, w, device=device)
+        state = model.init_state(1, device)
         gflops = count_flops(model.step, frame, state) / 1e9
 
         def step(x):
@@ -189,30 +283,31 @@ def run_one(name: str, args, train_set, test, classes, log) -> dict:
 
         fps = stream_fps(step, frame)
     else:
-        model = tv_model(name, len(classes))
+        model = tv_model(name, len(classes)).to(device)
         fit = train_budget(
-            name, model, train_set, args.seconds, args.lr, log, args.steps, args.seed
+            name, model, train_set, args.seconds, args.lr, log, args.steps, args.seed, **budget
         )
         model.eval()
-        metrics, _, dets = score_sequences(test, tv_detect(model, name, (h, w)))
-        frame = [torch.zeros(3, test[0].height, test[0].width)]
+        detect = tv_detect(model, name, device)
+        frame = [torch.zeros(3, test[0].height, test[0].width, device=device)]
         gflops = count_flops(model, frame) / 1e9
         fps = stream_fps(lambda x: model(x), frame)
-    vis = metrics["visibility"]
-    hidden = found_by_visibility(test, dets, 0.3)["hidden"]
-    row = {
-        "name": name,
-        "map50": metrics["map_50"],
-        "map": metrics["map"],
-        "visible50": vis["visible"]["map_50"],
-        "occluded50": vis["occluded"]["map_50"],
-        "hidden_found": hidden["found_any_class_at_threshold"],
-        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "gflops": gflops,
-        "stream_fps": fps,
-        **fit,
-    }
-    log(f"{name}: {row}")
+    row, _ = scores(test, detect)
+    row = {"name": name, **row}
+    if extra_test:
+        extra, _ = scores(extra_test, detect)
+        row.update({f"{k}_extra": v for k, v in extra.items()})
+    row.update(
+        {
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+            "gflops": gflops,
+            "stream_fps": fps,
+            **fit,
+            "device": device,
+            "clips": args.clips,
+        }
+    )
+    log(f"{name}: {json.dumps(row)}")
     return row
 
 
@@ -280,6 +375,27 @@ def main() -> int:
         help="a config override for SoraDet and per-frame, e.g. detect.forecast_score=0 "
         "(repeatable; default: none)",
     )
+    p.add_argument(
+        "--device", default="cpu", help="where models train and stream, e.g. cuda (default cpu)"
+    )
+    p.add_argument(
+        "--clips", type=int, default=8, help="clips of 8 frames per training step (default 8)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=0, help="DataLoader workers for the batches (default 0)"
+    )
+    p.add_argument(
+        "--fit-seconds",
+        type=float,
+        default=0,
+        help="with --steps: fewer steps when the speed so far says the run would take longer "
+        "than this many seconds (default 0: never)",
+    )
+    p.add_argument(
+        "--extra-test",
+        help="a further MotionShapes-Det folder whose test split is scored too, e.g. from "
+        "`sora data synth --task detect --train 0 --val 0 --test 48 --seed 7` (default: none)",
+    )
     p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = p.parse_args()
     torch.set_flush_denormal(True)
@@ -289,7 +405,8 @@ def main() -> int:
     test = read_split(data, "test")
     classes = list(synth_det.CLASSES)
     names = args.only or ORDER
-    rows = [run_one(n, args, train_set, test, classes, print) for n in names]
+    extra = read_split(args.extra_test, "test") if args.extra_test else None
+    rows = [run_one(n, args, train_set, test, classes, print, extra) for n in names]
     rows = merge_rows("detection", rows, ORDER, save=not args.no_write)
     text = table(rows)
     print(text)

@@ -983,9 +983,34 @@ def test_frame_dropout_hides_frames_of_a_batch():
         assert same[0] and 1 <= same.count(False) <= 2
         gap = [k for k, s in enumerate(same) if not s]
         assert gap == list(range(gap[0], gap[-1] + 1))  # consecutive
-        torch.testing.assert_close(dropped[j, gap[0]], video[j].median(0).values)
+        assert torch.equal(dropped[j, gap[0]], video[j].median(0).values)  # the lower one
+    odd = torch.randn(2, 5, 3, 4, 4)
+    for j, clip in enumerate(drop_frames(odd, 1.0, torch.Generator().manual_seed(1))):
+        hidden = [k for k in range(5) if not torch.equal(clip[k], odd[j, k])]
+        assert torch.equal(clip[hidden[0]], odd[j].median(0).values)
     assert drop_frames(video, 0.0) is video
     assert torch.equal(drop_frames(video[:, :2], 1.0), video[:, :2])
+
+
+def test_training_batches_leave_their_targets_on_the_host():
+    """Lightning moves the video to the device; the targets stay where they are (the loss pads
+    them there and moves the padded tensors, not every frame's tensors one by one)."""
+    from sora.tasks.detection import DetectionDataModule
+
+    module = DetectionDataModule(tiny_det_config(), "unused")
+    target = {"boxes": torch.zeros(1, 4), "labels": torch.zeros(1), "ignore": torch.zeros(1)}
+    batch = {
+        "video": torch.zeros(1, 2, 3, 32, 32),
+        "targets": [[target, target]],
+        "index": torch.tensor([0]),
+    }
+    moved = module.transfer_batch_to_device(batch, torch.device("meta"), 0)
+    assert moved["video"].device.type == "meta" and moved["index"].device.type == "meta"
+    assert moved["targets"] is batch["targets"] and target["boxes"].device.type == "cpu"
+    assert batch["video"].device.type == "cpu"  # the caller's batch is not changed
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0), "ignore": torch.zeros(0)}
+    padded = pad_targets([target, empty], "meta")
+    assert padded["boxes"].shape == (2, 1, 4) and padded["boxes"].device.type == "meta"
 
 
 @pytest.mark.filterwarnings("ignore:.*LeafSpec")

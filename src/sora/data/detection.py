@@ -105,7 +105,9 @@ def drop_frames(
         if torch.rand((), generator=generator) < p:
             gap = int(torch.randint(1, 3, (), generator=generator))
             start = int(torch.randint(1, t - gap + 1, (), generator=generator))
-            video[j, start : start + gap] = video[j].median(0).values
+            # the lower median over time, as torch.median, without its indices (whose
+            # CUDA kernel is not deterministic and warns under deterministic training)
+            video[j, start : start + gap] = video[j].sort(0).values[(t - 1) // 2]
     return video
 
 

@@ -432,10 +432,10 @@ def pad_targets(targets: list[dict], device=None) -> dict[str, torch.Tensor]:
     m = max(sizes, default=0)
 
     def pad(key: str, dtype, shape) -> torch.Tensor:
-        rows = [t[key].detach().to(dtype=dtype, device=device).reshape(-1, *shape) for t in targets]
+        rows = [t[key].detach().to(dtype=dtype).reshape(-1, *shape) for t in targets]
         if not rows:
             return torch.zeros(0, m, *shape, dtype=dtype, device=device)
-        return pad_sequence(rows, batch_first=True)
+        return pad_sequence(rows, batch_first=True).to(device)
 
     real = torch.arange(m)[None] < torch.tensor(sizes, dtype=torch.long).reshape(-1, 1)
     return {

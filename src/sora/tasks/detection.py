@@ -125,6 +125,14 @@ class DetectionDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return clip_loader(self.val_set, self.config, shuffle=False, collate_fn=collate)
 
+    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int):
+        """Only the video (and indices) go to the device. The targets stay on the host: the
+        loss pads them there and moves four tensors (:func:`~sora.models.soradet.pad_targets`),
+        and validation moves what the metric needs, instead of Lightning copying every
+        frame's five target tensors one by one."""
+        moved = {k: v.to(device) for k, v in batch.items() if k != "targets"}
+        return {**batch, **moved}
+
 
 class VideoDetector(L.LightningModule):
     """SoraDet + FCOS losses. ``hparams`` hold only primitives (``weights_only`` checkpoints).
