@@ -10,7 +10,9 @@ on a GPU), for the last model and batch size.
 
 Made for the next GPU session: on an H200 (2026-12-04) a 32-clip step took 0.41 s
 (``benchmarks/detection.py --device cuda --clips 32``), about 620 frames/s, only twice the
-2-core CPU's, and the cause was not found there.
+2-core CPU's. On the CPU afterwards this script showed the batches' way out of the workers
+as the likely cause (fixed: :class:`sora.data.detection.Targets`); the GPU is not measured
+since.
 
     python benchmarks/train_step.py [--device cuda] [--clips 8 32] [--steps 20] [--profile]
 """

@@ -63,6 +63,7 @@ def test_detection_step_budget_trains_that_many_steps_and_warms_up_the_memory(mo
             }
         ]
         * 2,
+        "index": 0,
     }
     flags = []
     run = model.run
@@ -72,6 +73,17 @@ def test_detection_step_budget_trains_that_many_steps_and_warms_up_the_memory(mo
     fit = detection.train_budget("SoraDet", model, [item] * 8, 1e-9, 1e-3, print, steps=4)
     assert fit["steps"] == 4 and fit["train_frames"] == 4 * 8 * 2
     assert flags == [False, False, True, True]
+
+    # --fit-seconds: a clock at 1 s a step says 1,000 steps cannot fit in 50 s; the count is
+    # lowered (from step 40, on the speed since step 10) to what fits, and the run ends there
+    clock = iter(range(10**6))
+    monkeypatch.setattr(detection.time, "perf_counter", lambda: float(next(clock)))
+    log = []
+    fit = detection.train_budget(
+        "SoraDet", model, [item] * 8, 1e9, 1e-3, log.append, steps=1000, fit_seconds=50
+    )
+    assert fit["planned_steps"] == 1000 and 45 <= fit["steps"] <= 50
+    assert any("1000 steps ->" in line for line in log)
 
 
 def test_intrusion_matches_alerts_to_true_events_one_to_one():

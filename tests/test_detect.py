@@ -992,6 +992,59 @@ def test_frame_dropout_hides_frames_of_a_batch():
     assert torch.equal(drop_frames(video[:, :2], 1.0), video[:, :2])
 
 
+def test_batch_targets_come_from_workers_packed_and_equal():
+    """A batch's targets (frames with and without boxes) cross from DataLoader workers as a
+    few packed arrays and come back equal, value for value and dtype for dtype, to the ones
+    collated in this process; pickling round-trips them; pinning leaves them alone."""
+    import pickle
+
+    from torch.utils.data import DataLoader
+
+    from sora.data.detection import Targets, collate
+
+    def frame(n: int, seed: int) -> dict:
+        g = torch.Generator().manual_seed(seed)
+        return {
+            "boxes": torch.rand(n, 4, generator=g) * 50,
+            "labels": torch.randint(0, 3, (n,), generator=g),
+            "ignore": torch.rand(n, generator=g) < 0.3,
+            "visibility": torch.rand(n, generator=g),
+            "ids": torch.arange(n) + seed,
+        }
+
+    items = [
+        {
+            "video": torch.zeros(3, 3, 8, 8),
+            "targets": [frame(n, 10 * i + n) for n in (2, 0, 5)],
+            "index": i,
+        }
+        for i in range(6)
+    ]
+
+    def flat(batches):
+        return [(k, t) for b in batches for clip in b["targets"] for t in clip for k in t]
+
+    here = list(DataLoader(items, batch_size=3, collate_fn=collate))
+    there = list(DataLoader(items, batch_size=3, collate_fn=collate, num_workers=1))
+    assert isinstance(there[0]["targets"], Targets) and len(flat(there)) == 6 * 3 * 5
+    for (key, a), (_, b) in zip(flat(here), flat(there), strict=True):
+        assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key])
+    again = pickle.loads(pickle.dumps(here[1]["targets"]))
+    assert [[{k: v.tolist() for k, v in t.items()} for t in c] for c in again] == [
+        [{k: v.tolist() for k, v in t.items()} for t in c] for c in here[1]["targets"]
+    ]
+    assert here[0]["targets"].pin_memory() is here[0]["targets"]
+    rebuild, (lengths, _, packed) = here[0]["targets"].__reduce__()  # one array per key
+    assert lengths == [3, 3, 3] and sorted(packed) == [
+        "boxes",
+        "ids",
+        "ignore",
+        "labels",
+        "visibility",
+    ]
+    assert packed["boxes"][0].shape == (3 * 7, 4) and packed["boxes"][1] == [2, 0, 5] * 3
+
+
 def test_training_batches_leave_their_targets_on_the_host():
     """Lightning moves the video to the device; the targets stay where they are (the loss pads
     them there and moves the padded tensors, not every frame's tensors one by one)."""
