@@ -220,20 +220,19 @@ def stream_fps(step, frame, seconds: float = 5.0) -> float:
     return n / (time.perf_counter() - start)
 
 
-def scores(test, detect) -> tuple[dict, dict]:
+def scores(test, detect) -> dict:
     """mAP50, mAP, visible/occluded mAP50 and the wholly hidden boxes found (score >= 0.3) of
-    ``detect`` over ``test``; and its detections."""
+    ``detect`` over ``test``."""
     metrics, _, dets = score_sequences(test, detect)
     vis = metrics["visibility"]
     hidden = found_by_visibility(test, dets, 0.3)["hidden"]
-    row = {
+    return {
         "map50": metrics["map_50"],
         "map": metrics["map"],
         "visible50": vis["visible"]["map_50"],
         "occluded50": vis["occluded"]["map_50"],
         "hidden_found": hidden["found_any_class_at_threshold"],
     }
-    return row, dets
 
 
 def run_one(name: str, args, train_set, test, classes, log, extra_test=None) -> dict:
@@ -292,11 +291,9 @@ def run_one(name: str, args, train_set, test, classes, log, extra_test=None) -> 
         frame = [torch.zeros(3, test[0].height, test[0].width, device=device)]
         gflops = count_flops(model, frame) / 1e9
         fps = stream_fps(lambda x: model(x), frame)
-    row, _ = scores(test, detect)
-    row = {"name": name, **row}
+    row = {"name": name, **scores(test, detect)}
     if extra_test:
-        extra, _ = scores(extra_test, detect)
-        row.update({f"{k}_extra": v for k, v in extra.items()})
+        row.update({f"{k}_extra": v for k, v in scores(extra_test, detect).items()})
     row.update(
         {
             "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
