@@ -17,6 +17,9 @@ clips per step (more frames per step for the same step count), ``--workers`` loa
 batches in DataLoader workers, ``--fit-seconds`` caps a ``--steps`` run's step count so it
 ends within that time (measured on its first steps), and ``--extra-test DIR`` also scores
 the models on DIR's test split (e.g. 48 sequences of another seed, for the occluded boxes).
+``--peer-size data`` runs the torchvision models at the frames' own size (96x128, as
+SoraDet) instead of their own (SSDlite 320x320 ...), so that equal steps fit on a CPU and
+every model computes on the same pixels.
 
     python benchmarks/detection.py [--seconds 300] [--only SoraDet per-frame]
     python benchmarks/detection.py --device cuda --steps 1700 --workers 3 --no-write
@@ -55,15 +58,24 @@ ORDER = [
 ]
 
 
-def tv_model(name: str, num_classes: int) -> nn.Module:
-    """A torchvision detector from scratch (background class added), at its own input size."""
+def tv_model(name: str, num_classes: int, size: tuple[int, int] | None = None) -> nn.Module:
+    """A torchvision detector from scratch (background class added), at its own input size,
+    or with ``size`` = (H, W) at that size: its transform then resizes every image to it
+    (SSDlite exactly, the others keeping the aspect ratio within it), so a model sees the
+    frames' own pixels and costs what a model of that input size costs."""
     from torchvision.models import detection as D
 
     build = getattr(D, name)
     kwargs = {"weights": None, "weights_backbone": None, "num_classes": num_classes + 1}
     if name == "fcos_resnet50_fpn":
         kwargs.update(num_classes=num_classes, min_size=192, max_size=256)
-    return build(**kwargs)
+    model = build(**kwargs)
+    if size is not None:
+        t = model.transform
+        t.min_size, t.max_size = (min(size),), max(size)
+        if t.fixed_size is not None:  # SSD: a fixed (W, H)
+            t.fixed_size = (size[1], size[0])
+    return model
 
 
 def lr_at(fraction: float, lr: float, warmup: float = 0.05) -> float:
@@ -186,6 +198,15 @@ def train_budget(
     }
 
 
+def input_size(model: nn.Module, seq) -> tuple[int, int]:
+    """(H, W) of the images ``model`` computes on for a frame of ``seq``: SoraDet's
+    ``detect.size``, a torchvision model's transform output."""
+    if isinstance(model, SoraDet):
+        return tuple(model.cfg.size)
+    images, _ = model.transform([torch.zeros(3, seq.height, seq.width)])
+    return tuple(images.tensors.shape[-2:])
+
+
 def tv_detect(model: nn.Module, name: str, device: str = "cpu"):
     """Per-frame detection with a torchvision model, boxes in the sequence's pixels."""
 
@@ -282,7 +303,8 @@ def run_one(name: str, args, train_set, test, classes, log, extra_test=None) -> 
 
         fps = stream_fps(step, frame)
     else:
-        model = tv_model(name, len(classes)).to(device)
+        size = (test[0].height, test[0].width) if args.peer_size == "data" else None
+        model = tv_model(name, len(classes), size).to(device)
         fit = train_budget(
             name, model, train_set, args.seconds, args.lr, log, args.steps, args.seed, **budget
         )
@@ -302,6 +324,7 @@ def run_one(name: str, args, train_set, test, classes, log, extra_test=None) -> 
             **fit,
             "device": device,
             "clips": args.clips,
+            "input": "x".join(map(str, input_size(model, test[0]))),
         }
     )
     log(f"{name}: {json.dumps(row)}")
@@ -393,6 +416,14 @@ def main() -> int:
         help="a further MotionShapes-Det folder whose test split is scored too, e.g. from "
         "`sora data synth --task detect --train 0 --val 0 --test 48 --seed 7` (default: none)",
     )
+    p.add_argument(
+        "--peer-size",
+        choices=["native", "data"],
+        default="native",
+        help="input size of the torchvision models: their own (native: SSDlite 320x320, "
+        "Faster R-CNN 320, FCOS 192-256) or the frames' own (data: 96x128 here, as SoraDet) "
+        "(default native)",
+    )
     p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = p.parse_args()
     torch.set_flush_denormal(True)
@@ -410,15 +441,22 @@ def main() -> int:
     if not args.no_write:
         flag = f"--steps {args.steps}" if args.steps else f"--seconds {args.seconds:g}"
         budget = f"{args.steps}-step" if args.steps else f"{args.seconds:g}-s"
+        flag += " --peer-size data" if args.peer_size == "data" else ""
         write_section(
             "detection",
             f"## Detection on MotionShapes-Det ({time.strftime('%Y-%m-%d')}, {machine()})\n\n"
             f"`python benchmarks/detection.py {flag}`: {args.train} training "
             f"sequences of 90 frames, {args.test} test sequences streamed whole; the same "
             f"{budget} training budget, recipe and 64 frames per step for every model, "
-            "all from scratch. SoraDet and per-frame at 96x128; torchvision models at their "
-            "own input sizes (ssdlite 320x320, Faster R-CNN 320, FCOS 192-256). Occluded: "
-            "boxes with visibility < 0.5.\n\n" + text,
+            "all from scratch. SoraDet and per-frame at 96x128; torchvision models "
+            + (
+                "at 96x128 too (`--peer-size data`). "
+                if args.peer_size == "data"
+                else "at their own input sizes (ssdlite 320x320, Faster R-CNN 320x448, FCOS "
+                "192x256). "
+            )
+            + "Occluded: boxes with visibility < 0.5.\n\n"
+            + text,
         )
     return 0
 

@@ -86,6 +86,24 @@ def test_detection_step_budget_trains_that_many_steps_and_warms_up_the_memory(mo
     assert any("1000 steps ->" in line for line in log)
 
 
+def test_detection_peers_at_the_data_size_compute_on_the_frames_own_pixels():
+    """``--peer-size data``: a torchvision detector's transform keeps a 96x128 frame at
+    96x128 (native SSDlite would make it 320x320), and its boxes come back in those pixels."""
+    import detection
+
+    class Seq:
+        height, width = 96, 128
+
+    native = detection.tv_model("ssdlite320_mobilenet_v3_large", 3)
+    assert detection.input_size(native, Seq) == (320, 320)
+    for name in ("ssdlite320_mobilenet_v3_large", "fcos_resnet50_fpn"):
+        model = detection.tv_model(name, 3, (96, 128)).eval()
+        assert detection.input_size(model, Seq) == (96, 128), name
+        with torch.no_grad():
+            boxes = model([torch.rand(3, 96, 128)])[0]["boxes"]
+        assert (boxes[:, 2] <= 128).all() and (boxes[:, 3] <= 96).all(), name
+
+
 def test_intrusion_matches_alerts_to_true_events_one_to_one():
     import intrusion
 
