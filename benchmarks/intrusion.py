@@ -30,7 +30,9 @@ Two sources of tracks:
   is trained on ``DATA/detect`` into ``runs/bench-intrusion/SoraDet`` on the first run.
   ``--fresh DIR`` adds more testing videos of the same scene that nothing was trained on:
   ``--fresh-videos FIRST:END`` (default 14:28) watches testing videos FIRST to END - 1 of
-  ``generate(DIR, train=0, test=END)`` (the first 14 are the set's own). ``--nms`` is
+  ``generate(DIR, train=0, test=END)`` (the first 14 are the set's own); ``--fresh-types
+  crowd`` watches only those of that anomaly type (zone entries happen only in the crowd
+  videos, one testing video in 7, so a set for entries needs many). ``--nms`` is
   ``sora watch --nms``, the class-agnostic NMS before association. ``--testing N`` (default
   14) makes the set with N testing videos (``DATA`` then defaults to
   ``runs/motionshapes-anomaly-N`` and the detector run to ``runs/bench-intrusion/SoraDet-N``):
@@ -63,7 +65,7 @@ import numpy as np
 from common import machine, write_section
 from matplotlib.path import Path as Polygon
 
-from sora.data.synth_anomaly import CLASSES, FPS, HEIGHT, WIDTH, generate
+from sora.data.synth_anomaly import CLASSES, FPS, HEIGHT, TYPES, WIDTH, generate, testing_type
 from sora.inference.tracking import NMS_IOU
 from sora.inference.zones import ZoneMonitor, load_zones
 
@@ -80,6 +82,15 @@ KINDS = {
 #: an object that comes into view inside the zone enters, for ``enter_in_view``, on the first
 #: frame its box has this share of its largest area in the video (half of it in view)
 IN_VIEW = 0.5
+
+
+def fresh_names(first: int, end: int, types: str | None = None) -> list[str]:
+    """Testing videos ``first`` to ``end - 1`` (``test_FIRST`` ...), only those of the anomaly
+    ``types`` (comma-separated names of :data:`TYPES`) when given."""
+    keep = set(TYPES) if types is None else {t.strip() for t in types.split(",")}
+    if unknown := sorted(keep - set(TYPES)):
+        raise ValueError(f"unknown anomaly type {unknown[0]!r}: expected one of {', '.join(TYPES)}")
+    return [f"test_{i:03d}" for i in range(first, end) if testing_type(i) in keep]
 
 
 def read_objects(data: Path) -> dict[str, dict[int, list]]:
@@ -401,6 +412,12 @@ def main() -> None:
         "END - 1 (default 14:28; the first 14 are the set's own)",
     )
     p.add_argument(
+        "--fresh-types",
+        metavar="TYPE[,TYPE]",
+        help="watch only the fresh videos of these anomaly types (zone entries happen in the "
+        "crowd videos: --fresh-types crowd)",
+    )
+    p.add_argument(
         "--nms",
         type=float,
         default=NMS_IOU,
@@ -428,6 +445,10 @@ def main() -> None:
         p.error("--testing N needs N >= 14 (every anomaly type twice)")
     if not args.testing <= first < end:
         p.error(f"--fresh-videos FIRST:END needs {args.testing} <= FIRST < END")
+    try:
+        new = fresh_names(first, end, args.fresh_types)
+    except ValueError as e:
+        p.error(f"--fresh-types: {e}")
     suffix = "" if args.testing == 14 else f"-{args.testing}"
     args.data = args.data or f"runs/motionshapes-anomaly{suffix}"
     args.run = args.run or f"runs/bench-intrusion/SoraDet{suffix}"
@@ -462,9 +483,9 @@ def main() -> None:
             fresh = Path(args.fresh)
             generate(fresh, train=0, test=end)
             new_objects = read_objects(fresh)
-            new = [f"test_{i:03d}" for i in range(first, end)]
             new_gt = {v: gt_alerts(new_objects[v], rules) for v in new}
-            which = f"{len(new)} fresh videos ({first}–{end - 1})"
+            only = f", {args.fresh_types} only" if args.fresh_types else ""
+            which = f"{len(new)} fresh videos ({first}–{end - 1}{only})"
             table += rows(f"ground truth, {which}", score(new, new_objects, new_gt))
             seen = {
                 v: watch_alerts(
@@ -499,6 +520,8 @@ def main() -> None:
         flags += f" --testing {args.testing}"
     if args.detector and args.fresh:
         flags += f" --fresh DIR --fresh-videos {first}:{end}"
+        if args.fresh_types:
+            flags += f" --fresh-types {args.fresh_types}"
     if args.detector and args.nms != NMS_IOU:
         flags += f" --nms {args.nms:g}"
     if args.detector and args.trackers:

@@ -104,6 +104,26 @@ def test_detection_peers_at_the_data_size_compute_on_the_frames_own_pixels():
         assert (boxes[:, 2] <= 128).all() and (boxes[:, 3] <= 96).all(), name
 
 
+def test_intrusion_fresh_videos_of_one_anomaly_type_are_those_the_synth_renders_as_it():
+    import intrusion
+    import pytest
+
+    from sora.data.synth_anomaly import render_video
+
+    crowd = intrusion.fresh_names(84, 120, "crowd")
+    assert crowd == ["test_090", "test_097", "test_104", "test_111", "test_118"]
+    assert render_video(0, "testing", 97, frames=8)[1]["type"] == "crowd"
+    assert len(intrusion.fresh_names(84, 98)) == 14
+    assert intrusion.fresh_names(84, 98, "crowd, vehicle") == [
+        "test_088",
+        "test_090",
+        "test_095",
+        "test_097",
+    ]
+    with pytest.raises(ValueError, match="unknown anomaly type 'crowds'"):
+        intrusion.fresh_names(84, 98, "crowds")
+
+
 def test_intrusion_matches_alerts_to_true_events_one_to_one():
     import intrusion
 

@@ -249,6 +249,11 @@ def _rot(p, angle, about) -> tuple[float, float]:
     )
 
 
+def testing_type(index: int) -> str:
+    """The anomaly type of testing video ``index`` (the types in turn, :data:`TYPES`)."""
+    return TYPES[index % len(TYPES)]
+
+
 def render_video(seed: int, split: str, index: int, frames: int = 240) -> tuple[np.ndarray, dict]:
     """One video: ``(T, H, W, 3)`` uint8 and its annotations: ``labels`` (T,) 0/1,
     ``type`` (or ``None``), ``anomaly_boxes`` ``[(frame, box, type)]``, ``objects``
@@ -257,7 +262,7 @@ def render_video(seed: int, split: str, index: int, frames: int = 240) -> tuple[
     agents = _normal_people(rng, frames)
     kind = None
     if split == "testing":
-        kind = TYPES[index % len(TYPES)]
+        kind = testing_type(index)
         start = int(rng.uniform(0.19, 0.37) * frames)
         for a in _anomaly(rng, kind, frames, start):
             a.type = kind
