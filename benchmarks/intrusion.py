@@ -48,7 +48,7 @@ Its first row is ``sora watch``'s own setting; that it gives ``sora watch``'s al
 video is checked and printed.
 
     python benchmarks/intrusion.py [--data runs/motionshapes-anomaly] [--detector]
-        [--fresh DIR [--fresh-videos FIRST:END]] [--nms IOU] [--trackers]
+        [--fresh DIR [--fresh-videos FIRST:END] [--fresh-types TYPE[,TYPE]]] [--nms IOU] [--trackers]
 """
 
 from __future__ import annotations
@@ -414,8 +414,8 @@ def main() -> None:
     p.add_argument(
         "--fresh-types",
         metavar="TYPE[,TYPE]",
-        help="watch only the fresh videos of these anomaly types (zone entries happen in the "
-        "crowd videos: --fresh-types crowd)",
+        help="watch only the fresh videos of these anomaly types (default: every type; zone "
+        "entries happen in the crowd videos: --fresh-types crowd)",
     )
     p.add_argument(
         "--nms",
