@@ -149,14 +149,19 @@ def test_a_new_id_on_someone_already_inside_goes_on_with_that_visit(tmp_path):
     assert frames(m, [(1, 30), (2, 32), (3, 10)], 5, 8) == [("enter", 0.5, 3)]
     m = _monitor(tmp_path, ZONE)
     assert frames(m, [(1, 30), (2, 32)], 0, 3) == [("enter", 0.0, 1)]
-    # the first track last seen longer than the debounce ago (0.3 s), or a box that overlaps
-    # it too little (IoU 1/11): a new visit, it enters
+    # a box born beside the first that overlaps it by a sixth of its width (IoU 1/11), as
+    # a detector's second box on someone coming into view at the frame's edge does: the same
+    # visit; the first track last seen longer than the debounce ago (0.3 s), or a box beside
+    # it that does not overlap it (IoU 0, as two people side by side): a new visit, it enters
+    m = _monitor(tmp_path, ZONE)
+    frames(m, [(1, 30)], 0, 5)
+    assert frames(m, [(1, 30), (2, 35)], 5, 6) == []
     m = _monitor(tmp_path, ZONE)
     frames(m, [(1, 30)], 0, 5)
     assert frames(m, [(2, 32)], 9, 10) == [("enter", 0.9, 2)]
     m = _monitor(tmp_path, ZONE)
     frames(m, [(1, 30)], 0, 5)
-    assert frames(m, [(2, 35)], 5, 6) == [("enter", 0.5, 2)]
+    assert frames(m, [(1, 30), (2, 36)], 5, 6) == [("enter", 0.5, 2)]
 
 
 def test_a_duplicate_is_judged_where_both_boxes_are_now(tmp_path):

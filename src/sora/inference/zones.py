@@ -39,8 +39,11 @@ import yaml
 from sora.errors import ConfigError
 
 #: IoU with the box of a track already inside a zone at which a track first seen inside it
-#: is taken for the same object (a duplicate track, an id switch) and fires no entry
-SAME_IOU = 0.3
+#: is taken for the same object (a duplicate track, an id switch) and fires no entry. Low:
+#: where someone comes into view at the frame's edge, a detector puts second boxes beside
+#: the first that overlap it by IoU 0.07-0.3 (docs/watch.md, 2026-12-05); two people side
+#: by side, whose boxes do not overlap, still enter one each
+SAME_IOU = 0.05
 
 
 @dataclass
