@@ -165,9 +165,9 @@ def test_a_new_id_on_someone_already_inside_goes_on_with_that_visit(tmp_path):
 
 
 def test_a_duplicate_is_judged_where_both_boxes_are_now(tmp_path):
-    """A person walking down (4 px a frame) with track 1; a second box on them is born as
+    """A person walking down (10 px a frame) with track 1; a second box on them is born as
     track 2 and comes first in the frame's detections. With track 1's box of this frame
-    they overlap by IoU 2/3, with its box of the frame before by 1/4 (< 0.3); the answer
+    they overlap by IoU 2/3, with its box of the frame before not at all; the answer
     must not hang on which came first. A re-identified id coming back inside on
     someone already inside (track 3, seen outside before a gap) is no new entry either."""
 
@@ -176,8 +176,8 @@ def test_a_duplicate_is_judged_where_both_boxes_are_now(tmp_path):
 
     m = _monitor(tmp_path, ZONE)
     assert step(m, 0, [(1, 30, 20)]) == [("enter", 1)]
-    assert step(m, 1, [(1, 30, 24)]) == []
-    assert step(m, 2, [(2, 30, 30), (1, 30, 28)]) == []  # track 1 now at y 28
+    assert step(m, 1, [(1, 30, 30)]) == []
+    assert step(m, 2, [(2, 30, 42), (1, 30, 40)]) == []  # track 1 now at y 40
     m = _monitor(tmp_path, ZONE)
     assert step(m, 0, [(3, 80, 80)]) == []  # outside
     for f in range(10, 15):
