@@ -157,6 +157,22 @@ def test_intrusion_matches_alerts_to_true_events_one_to_one():
     assert stats == {"true": 2, "alerts": 1, "matched": 1}
 
 
+def test_intrusion_alert_before_an_objects_first_row_is_matched_to_its_first_box():
+    import intrusion
+
+    # a person comes in at the top edge: objects.csv's first row is frame 70 (under a pixel
+    # in view before it, though the feet are drawn); the detector boxed them in frame 69
+    frames = {70: [(21, [35.4, 0.0, 41.0, 2.0], 0)], 71: [(21, [35.4, 0.0, 41.0, 3.5], 0)]}
+    events = [(21, 70)]
+    assert intrusion.true_box(frames, 21, 69) == [35.4, 0.0, 41.0, 2.0]
+    assert intrusion.true_box(frames, 21, 71) == [35.4, 0.0, 41.0, 3.5]  # its own frame's
+    assert intrusion.match([(69, [34.0, 0.0, 41.0, 4.0])], events, frames) == [(0, 0)]
+    # still off the object (IoU under 0.1) or beyond the 0.5-s window: no match
+    assert intrusion.match([(69, [80.0, 0.0, 86.0, 4.0])], events, frames) == []
+    assert intrusion.true_box(frames, 21, 60) is None
+    assert intrusion.match([(60, [34.0, 0.0, 41.0, 4.0])], events, frames) == []
+
+
 def test_intrusion_tracker_variants_each_see_one_walker_cross_once(tmp_path):
     import intrusion
     import numpy as np
