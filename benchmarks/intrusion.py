@@ -13,12 +13,12 @@ one, as COCO matches detections to true boxes: an alert can match a true event t
 within 0.5 s of it (before or after: a detector's box can cross before the true bottom
 centre does) when its box overlaps that object's true box in the alert's frame by IoU >=
 0.1 (since 2026-12-06, when the object has no row in that frame, as a person less than a
-pixel in view at the top edge has none though their feet are drawn, its box in the nearest
-frame within 0.5 s that has one), and the most pairs are matched. Precision is the share of alerts matched, recall the
-share of true events. Until 2026-12-02 an alert was given to the one object its box
-overlapped most, so two people crossing together with two alerts could count one of them
-twice and the other as missed; a repeated alert now counts as a false one. Alerts per true
-event count repeats too. The rules end each video with ``ZoneMonitor.finish``, as
+pixel in view at the top edge has none though their legs are drawn, its box in the nearest
+frame within 0.5 s that has one), and the most pairs are matched. Precision is the share
+of alerts matched, recall the share of true events. Until 2026-12-02 an alert was given to
+the one object its box overlapped most, so two people crossing together with two alerts
+could count one of them twice and the other as missed; a repeated alert now counts as a
+false one. Alerts per true event count repeats too. The rules end each video with ``ZoneMonitor.finish``, as
 ``sora watch`` ends a file.
 
 Two sources of tracks:
@@ -280,9 +280,9 @@ def tracked_alerts(frames: list, setting: dict, rules, variant: tuple) -> list:
 
 def true_box(frames: dict[int, list], obj: int, frame: int) -> list | None:
     """Object ``obj``'s true box in ``frame``; when it has none there, its box in the nearest
-    frame within :data:`WINDOW` that has one (``objects.csv`` has no row for an object less than
-    a pixel in view, though its feet are drawn: a detector can box them a frame before its
-    first row); ``None`` when there is none."""
+    frame within :data:`WINDOW` that has one (``objects.csv`` has no row for an object less
+    than a pixel in view, though its legs are drawn: a detector can box them a frame before
+    its first row); ``None`` when there is none."""
     reach = int(WINDOW * FPS)
     for d in sorted(range(-reach, reach + 1), key=abs):
         for i, b, _ in frames.get(frame + d, []):
@@ -296,8 +296,9 @@ def match(alerts: list, events: list, frames: dict[int, list]) -> list[tuple[int
     frame)]``) of one kind in one video, as COCO matches detections to true boxes: a pair can
     match when the alert comes within :data:`WINDOW` of the event and its box overlaps the
     event's object's true box in the alert's frame (``frames``; :func:`true_box`: the nearest
-    frame with one when the object has none there) by IoU >= :data:`MIN_IOU`. The most pairs are matched (scipy's ``linear_sum_assignment``), ties broken by the
-    highest total IoU. Returns ``[(alert index, event index)]``."""
+    frame with one when the object has none there) by IoU >= :data:`MIN_IOU`. The most pairs
+    are matched (scipy's ``linear_sum_assignment``), ties broken by the highest total IoU.
+    Returns ``[(alert index, event index)]``."""
     import torch
     from scipy.optimize import linear_sum_assignment
     from torchvision.ops import box_iou

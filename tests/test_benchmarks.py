@@ -161,7 +161,7 @@ def test_intrusion_alert_before_an_objects_first_row_is_matched_to_its_first_box
     import intrusion
 
     # a person comes in at the top edge: objects.csv's first row is frame 70 (under a pixel
-    # in view before it, though the feet are drawn); the detector boxed them in frame 69
+    # in view before it, though the legs are drawn); the detector boxed them in frame 69
     frames = {70: [(21, [35.4, 0.0, 41.0, 2.0], 0)], 71: [(21, [35.4, 0.0, 41.0, 3.5], 0)]}
     events = [(21, 70)]
     assert intrusion.true_box(frames, 21, 69) == [35.4, 0.0, 41.0, 2.0]
