@@ -18,8 +18,8 @@ frame within 0.5 s that has one), and the most pairs are matched. Precision is t
 of alerts matched, recall the share of true events. Until 2026-12-02 an alert was given to
 the one object its box overlapped most, so two people crossing together with two alerts
 could count one of them twice and the other as missed; a repeated alert now counts as a
-false one. Alerts per true event count repeats too. The rules end each video with ``ZoneMonitor.finish``, as
-``sora watch`` ends a file.
+false one. Alerts per true event count repeats too. The rules end each video with
+``ZoneMonitor.finish``, as ``sora watch`` ends a file.
 
 Two sources of tracks:
 
