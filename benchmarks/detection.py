@@ -392,7 +392,8 @@ def main() -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a config override for SoraDet and per-frame, e.g. detect.forecast_score=0 "
+        help="a config override for SoraDet and per-frame, e.g. detect.forecast_score=0; "
+        "the training clips follow it too (detect.clip_len, detect.clip_stride) "
         "(repeatable; default: none)",
     )
     p.add_argument(
@@ -429,6 +430,8 @@ def main() -> int:
     torch.set_flush_denormal(True)
     data = synth_det.generate(args.data, train=args.train, val=4, test=args.test, frames=90)
     config = default_config("detect")
+    if args.set:  # e.g. detect.clip_len: the training clips follow the overrides
+        config = apply_overrides(config, args.set)
     train_set = clip_dataset(config, read_split(data, "train"), train=True)
     test = read_split(data, "test")
     classes = list(synth_det.CLASSES)
