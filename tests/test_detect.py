@@ -364,6 +364,41 @@ def test_forecast_boxes_fill_in_where_no_detection_is():
     assert model.detect(out, 48, 64)[0]["forecast"].tolist() == [False]
 
 
+def test_memory_class_re_ranks_the_classes_but_makes_no_object():
+    """``detect.forecast_class`` blends the forecast's split over the classes into the main
+    head's class scores: 0 leaves them as they are; the best class's score never rises above
+    the main head's; where the frame is unsure between two classes, the memory decides."""
+    from sora.models.soradet import memory_class
+
+    main = torch.tensor([[0.2, 0.0, -3.0], [-9.0, -9.0, -9.0]])  # (A=2, K=3) logits
+    memory = torch.tensor([[-4.0, 4.0, -4.0], [6.0, -6.0, -6.0]])
+    torch.testing.assert_close(memory_class(main, memory, 0.0), main)
+    p = torch.sigmoid(memory_class(main, memory, 0.5))
+    m = torch.sigmoid(main)
+    assert p[0].argmax() == 1 and p[0, 1] > m[0, 1] and p[0, 0] < m[0, 0]
+    assert (p.max(1).values <= m.max(1).values + 1e-6).all()
+    assert p[1].max() <= m[1].max() + 1e-6  # nothing seen: the memory alone makes no box
+    # weight 1: the memory's split times the main head's best score
+    q = memory.sigmoid() / memory.sigmoid().sum(1, keepdim=True)
+    torch.testing.assert_close(
+        torch.sigmoid(memory_class(main, memory, 1.0)), q * m.max(1)[0][:, None]
+    )
+
+    # in detect(): the main head's two classes at one point, the memory on the second
+    config = tiny_det_config(**{"detect.forecast": 1.0, "detect.forecast_class": 0.5})
+    model = SoraDet(config.model, config.detect)
+    a = len(model.anchors(48, 64)[0])
+    out = outputs_with(model, {"": [(0, 0, 2.0), (0, 1, 1.8)], "forecast_": [(0, 1, 5.0)]}, a)
+    assert model.detect(out, 48, 64)[0]["labels"][0] == 1
+    model.cfg.forecast_class = 0.0
+    assert model.detect(out, 48, 64)[0]["labels"][0] == 0
+    out["forecast_valid"][0] = False  # no past: the main head alone
+    model.cfg.forecast_class = 0.5
+    assert model.detect(out, 48, 64)[0]["labels"][0] == 0
+    with pytest.raises(ValueError, match=r"detect.forecast_class must be in \[0, 1\]"):
+        SoraDet(config.model, apply_overrides(config, ["detect.forecast_class=1.5"]).detect)
+
+
 def clip_xyxy(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     from torchvision.ops import clip_boxes_to_image
 

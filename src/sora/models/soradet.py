@@ -171,6 +171,8 @@ class SoraDet(RunStreaming, nn.Module):
             raise ValueError(f"model.num_classes must be >= 1, got {model.num_classes}")
         if cfg.forecast < 0:
             raise ValueError(f"detect.forecast must be >= 0, got {cfg.forecast}")
+        if not 0 <= cfg.forecast_class <= 1:
+            raise ValueError(f"detect.forecast_class must be in [0, 1], got {cfg.forecast_class}")
         if not -1 <= cfg.min_side <= 0:
             raise ValueError(f"detect.min_side must be in [-1, 0], got {cfg.min_side}")
         self.cfg = cfg
@@ -365,7 +367,8 @@ class SoraDet(RunStreaming, nn.Module):
         its boxes that overlap no detection of the frame by more than :data:`FORECAST_OVERLAP`
         (of their class, or of any with ``agnostic_nms``) are added, marked ``forecast``, with
         their score times ``detect.forecast_score``: the objects the memory carries while
-        nothing of them is seen.
+        nothing of them is seen. With ``detect.forecast_class`` the main detections' class
+        scores lean on the memory's class too (:func:`memory_class`).
         """
         cfg = self.cfg
         thresh = cfg.score_thresh if score_thresh is None else score_thresh
@@ -373,8 +376,17 @@ class SoraDet(RunStreaming, nn.Module):
         forecast = "forecast_valid" in out
         results = []
         for n in range(out["cls_logits"].shape[0]):
+            logits = out["cls_logits"][n]
+            if forecast and out["forecast_valid"][n] and cfg.forecast_class > 0:
+                logits = memory_class(logits, out["forecast_cls_logits"][n], cfg.forecast_class)
             boxes, scores, labels = self._candidates(
-                *(out[k][n] for k in FIELDS), anchors, height, width, thresh
+                logits,
+                out["bbox_regression"][n],
+                out["bbox_ctrness"][n],
+                anchors,
+                height,
+                width,
+                thresh,
             )
             from_memory = torch.zeros_like(labels, dtype=torch.bool)
             if forecast and out["forecast_valid"][n] and cfg.forecast_score > 0:
@@ -409,6 +421,23 @@ class SoraDet(RunStreaming, nn.Module):
                 }
             )
         return results
+
+
+def memory_class(logits: torch.Tensor, memory: torch.Tensor, weight: float) -> torch.Tensor:
+    """The main head's class logits ``(A, K)`` with the class the memory expects at each
+    point blended in: the forecast's logits ``(A, K)`` give a split over the classes
+    (``q_k = p_k / sum_j p_j`` of their sigmoids), which times the main head's own best
+    class probability ``max_j m_j`` is what the memory would score. The result is the
+    geometric blend ``m_k^(1 - w) (q_k max_j m_j)^w``, returned as logits ``(A, K)``:
+    ``w = 0`` gives ``logits`` back; the best class's score is never raised above
+    ``max_j m_j``, so the memory can re-rank the classes of what the frame shows but not make
+    an object where the frame has none."""
+    log_main = nn.functional.logsigmoid(logits.float())
+    log_mem = nn.functional.logsigmoid(memory.float())
+    split = log_mem - torch.logsumexp(log_mem, -1, keepdim=True)
+    blended = (1 - weight) * log_main + weight * (split + log_main.max(-1, keepdim=True).values)
+    blended = blended.clamp(max=-1e-7)  # a probability below 1: finite logits
+    return (blended - torch.log(-torch.expm1(blended))).to(logits.dtype)
 
 
 # -- training targets and loss ---------------------------------------------------------------
