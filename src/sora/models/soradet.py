@@ -376,20 +376,15 @@ class SoraDet(RunStreaming, nn.Module):
         forecast = "forecast_valid" in out
         results = []
         for n in range(out["cls_logits"].shape[0]):
+            past = forecast and bool(out["forecast_valid"][n])  # one host sync per frame
             logits = out["cls_logits"][n]
-            if forecast and out["forecast_valid"][n] and cfg.forecast_class > 0:
+            if past and cfg.forecast_class > 0:
                 logits = memory_class(logits, out["forecast_cls_logits"][n], cfg.forecast_class)
             boxes, scores, labels = self._candidates(
-                logits,
-                out["bbox_regression"][n],
-                out["bbox_ctrness"][n],
-                anchors,
-                height,
-                width,
-                thresh,
+                logits, *(out[k][n] for k in FIELDS[1:]), anchors, height, width, thresh
             )
             from_memory = torch.zeros_like(labels, dtype=torch.bool)
-            if forecast and out["forecast_valid"][n] and cfg.forecast_score > 0:
+            if past and cfg.forecast_score > 0:
                 fb, fs, fl = self._candidates(
                     *(out["forecast_" + k][n] for k in FIELDS),
                     anchors,
