@@ -71,6 +71,18 @@ def truth_tracks(seq: Sequence, swap_from: int | None = None) -> dict[int, Frame
     return out
 
 
+def test_ground_truth_with_min_visibility_leaves_out_the_hidden_boxes():
+    seq = two_walkers()
+    kept = ground_truth_tracks(seq, min_visibility=0.5)
+    assert [kept[f].ids.tolist() for f in (9, 10, 12, 13)] == [[1, 2], [1], [1], [1, 2]]
+    dets = ground_truth_detections(seq, min_visibility=0.5)
+    assert sum(len(d["scores"]) for d in dets.values()) == 2 * 30 - 3
+    # scored against the whole ground truth, the 3 hidden boxes are misses
+    m = score_tracking([seq], {"walk": kept}, ["a", "b"])
+    assert m["CLR_FN"] == 3 and m["IDR"] == pytest.approx(57 / 60)
+    assert ground_truth_tracks(seq, min_visibility=0.3)[11].ids.tolist() == [1, 2]
+
+
 def test_trackeval_scores_perfect_tracks_as_perfect():
     seq = two_walkers()
     m = score_tracking([seq], {"walk": truth_tracks(seq)}, ["a", "b"])

@@ -90,15 +90,19 @@ def track_sequence(
     return {ft.index: ft for ft in tracks}
 
 
-def ground_truth_tracks(seq: Sequence, step: int = 1) -> Tracks:
+def ground_truth_tracks(seq: Sequence, step: int = 1, min_visibility: float = 0.0) -> Tracks:
     """The ground truth as tracks (ids and boxes as annotated, ignore rows left out): what a
-    perfect detector and tracker would give, to measure what comes after them alone."""
+    perfect detector and tracker would give, to measure what comes after them alone. With
+    ``min_visibility`` > 0 only boxes at least that visible are kept: a perfect detector that
+    sees nothing of the less visible objects (what finding them is worth to the tracks)."""
     out = {}
     for f in range(1, seq.num_frames + 1, step):
         if not seq.present[f - 1]:
             continue
         t = seq.target(f)
         keep = ~t["ignore"]
+        if min_visibility > 0:
+            keep &= t["visibility"] >= min_visibility
         out[f] = FrameTracks(
             index=f,
             time=(f - 1) / seq.fps,
@@ -110,12 +114,14 @@ def ground_truth_tracks(seq: Sequence, step: int = 1) -> Tracks:
     return out
 
 
-def ground_truth_detections(seq: Sequence, step: int = 1) -> dict[int, dict]:
+def ground_truth_detections(
+    seq: Sequence, step: int = 1, min_visibility: float = 0.0
+) -> dict[int, dict]:
     """The ground-truth boxes as detections scored 1 (to measure the association ceiling):
-    ``{frame: {boxes, scores, labels}}``."""
+    ``{frame: {boxes, scores, labels}}``; ``min_visibility`` as in :func:`ground_truth_tracks`."""
     return {
         f: {"boxes": ft.boxes, "scores": ft.scores, "labels": ft.labels}
-        for f, ft in ground_truth_tracks(seq, step).items()
+        for f, ft in ground_truth_tracks(seq, step, min_visibility).items()
     }
 
 
