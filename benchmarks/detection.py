@@ -261,7 +261,6 @@ def run_one(name: str, args, train_set, test, classes, log, extra_test=None) -> 
     device = args.device
     config = default_config("detect")
     config.model.num_classes = len(classes)
-    h, w = config.detect.size
     budget = {
         "device": device,
         "clips": args.clips,
@@ -278,6 +277,7 @@ def run_one(name: str, args, train_set, test, classes, log, extra_test=None) -> 
             config.detect.frame_dropout = args.frame_dropout
         if args.set:
             config = apply_overrides(config, args.set)
+        h, w = config.detect.size  # after the overrides: GFLOPs and speed at the trained size
         model = SoraDet(config.model, config.detect).to(device)
         fit = train_budget(
             name, model, train_set, args.seconds, args.lr, log, args.steps, args.seed, **budget
