@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,12 @@ from sora.inference.tracking import (
     make_tracker,
 )
 
-GT_VISIBLE = f"ground truth, visibility >= {OCCLUDED_BELOW:g}"
-DETECTORS = ("SoraDet", "per-frame", "ground truth", GT_VISIBLE)
+#: The ground truth as detectors, by the least visibility of the boxes they keep.
+GROUND_TRUTH = {
+    "ground truth": 0.0,
+    f"ground truth, visibility >= {OCCLUDED_BELOW:g}": OCCLUDED_BELOW,
+}
+DETECTORS = ("SoraDet", "per-frame", *GROUND_TRUTH)
 
 
 def val_threshold(detector: Detector, val) -> float:
@@ -96,8 +101,8 @@ def ground_truth_colours(seq, min_visibility: float = 0.0) -> dict[int, dict]:
 def detections(name: str, work: Path, val, test, embed: str | None = None) -> tuple[float, dict]:
     """``(high threshold, {sequence: {frame: detections}})`` of one detector on ``test``
     (with ``embed``, each box's appearance for re-identification)."""
-    if name.startswith("ground truth"):
-        vis = OCCLUDED_BELOW if name == GT_VISIBLE else 0.0
+    if name in GROUND_TRUTH:
+        vis = GROUND_TRUTH[name]
         if embed == "colour":
             return 0.5, {s.name: ground_truth_colours(s, vis) for s in test}
         return 0.5, {s.name: ground_truth_detections(s, min_visibility=vis) for s in test}
@@ -117,21 +122,19 @@ def paired_idf1(ours: dict, theirs: dict, draws: int = 2000, seed: int = 0) -> t
     return diff.mean(), low, high, int((diff > 0).sum()), len(diff)
 
 
-def paired_table(rows: list[dict], key: str) -> str:
-    """SoraDet against the per-frame ablation for every ``key`` (tracker, or tracker and
-    re-identification) both were run with: IDF1 overall and per sequence."""
-    out = (
-        "| tracker | IDF1 SoraDet | IDF1 per-frame | mean per-sequence difference (95% interval) "
-        "| SoraDet ahead on |\n|---|---|---|---|---|\n"
-    )
-    by = {(r["detector"], r[key]): r for r in rows}
-    for (det, k), r in by.items():
-        other = by.get(("per-frame", k))
-        if det != "SoraDet" or other is None:
+def paired_rows(rows: list[dict], label: Callable[[dict], str]) -> str:
+    """Table rows of SoraDet against the per-frame ablation for every setting ``label(row)``
+    (the tracker, or tracker and re-identification) both were run with: IDF1 overall and per
+    sequence."""
+    ablation = {label(r): r for r in rows if r["detector"] == "per-frame"}
+    out = ""
+    for r in rows:
+        other = ablation.get(label(r))
+        if r["detector"] != "SoraDet" or other is None:
             continue
         mean, low, high, ahead, n = paired_idf1(r["per_sequence"], other["per_sequence"])
         out += (
-            f"| {k} | {r['IDF1']:.3f} | {other['IDF1']:.3f} | {100 * mean:+.1f} "
+            f"| {label(r)} | {r['IDF1']:.3f} | {other['IDF1']:.3f} | {100 * mean:+.1f} "
             f"({100 * low:+.1f} to {100 * high:+.1f}) | {ahead} / {n} |\n"
         )
     return out
@@ -170,7 +173,7 @@ def main() -> int:
     rows = []
     reid_rows = []
     for det in DETECTORS:
-        for embed in ("colour",) if det.startswith("ground truth") else EMBEDDINGS:
+        for embed in ("colour",) if det in GROUND_TRUTH else EMBEDDINGS:
             high, dets = detections(det, work, val, test, embed)
             for tracker in ("bytetrack", WATCH_TRACKER):  # sora track's, sora watch's
                 tracks = track_all(test, dets, high, tracker, reid=True)
@@ -237,12 +240,12 @@ def main() -> int:
             f"| {r['detector']} | {r['tracker']} | {r['reid']} | {r['HOTA']:.3f} | {r['AssA']:.3f} "
             f"| {r['MOTA']:.3f} | {r['IDF1']:.3f} | {r['IDSW']} | {r['after_occlusion']} |\n"
         )
-    for r in reid_rows:
-        r["tracker + re-id"] = f"{r['tracker']} + {r['reid']}"
     table += (
         "\nSoraDet against the per-frame ablation, per sequence (IDF1 points):\n\n"
-        + paired_table(rows, "tracker")
-        + paired_table(reid_rows, "tracker + re-id").split("\n", 2)[2]
+        "| tracker | IDF1 SoraDet | IDF1 per-frame | mean per-sequence difference (95% interval) "
+        "| SoraDet ahead on |\n|---|---|---|---|---|\n"
+        + paired_rows(rows, lambda r: r["tracker"])
+        + paired_rows(reid_rows, lambda r: f"{r['tracker']} + {r['reid']}")
     )
     speed = (
         "\nEnd to end (`VideoTracker.track_video`, SoraDet + ByteTrack + colour "

@@ -92,17 +92,15 @@ def track_sequence(
 
 def ground_truth_tracks(seq: Sequence, step: int = 1, min_visibility: float = 0.0) -> Tracks:
     """The ground truth as tracks (ids and boxes as annotated, ignore rows left out): what a
-    perfect detector and tracker would give, to measure what comes after them alone. With
-    ``min_visibility`` > 0 only boxes at least that visible are kept: a perfect detector that
+    perfect detector and tracker would give, to measure what comes after them alone. Only
+    boxes at least ``min_visibility`` visible are kept: above 0, a perfect detector that
     sees nothing of the less visible objects (what finding them is worth to the tracks)."""
     out = {}
     for f in range(1, seq.num_frames + 1, step):
         if not seq.present[f - 1]:
             continue
         t = seq.target(f)
-        keep = ~t["ignore"]
-        if min_visibility > 0:
-            keep &= t["visibility"] >= min_visibility
+        keep = ~t["ignore"] & (t["visibility"] >= min_visibility)
         out[f] = FrameTracks(
             index=f,
             time=(f - 1) / seq.fps,
