@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import TINY, TINY_SETS, run_sora
 from PIL import Image
 
@@ -943,11 +945,55 @@ def test_detector_streams_the_same_in_chunks_as_frame_by_frame(det_run, det_data
         torch.testing.assert_close(one[k]["scores"], many[k]["scores"], atol=1e-4, rtol=1e-3)
 
 
+def test_forecast_class_per_command_decodes_as_the_run_config_would(det_run, det_data, tmp_path):
+    """``--forecast-class W`` (``Detector(forecast_class=W)``) gives the boxes a run whose
+    ``config.yaml`` says ``detect.forecast_class: W`` gives, leaves the run's files as they
+    are, and is recorded in ``eval/metrics.json``."""
+    from sora.evaluation.detection import detect_sequence
+    from sora.inference.detector import Detector
+
+    seq = read_split(det_data, "test")[0]
+    edited = tmp_path / "edited"
+    shutil.copytree(det_run / "model", edited)
+    cfg = yaml.safe_load((edited / "config.yaml").read_text())
+    assert cfg["detect"]["forecast_class"] == 0.0
+    cfg["detect"]["forecast_class"] = 0.5
+    (edited / "config.yaml").write_text(yaml.safe_dump(cfg))
+    by_flag = detect_sequence(Detector(det_run, forecast_class=0.5), seq)
+    by_config = detect_sequence(Detector(edited), seq)
+    plain = detect_sequence(Detector(det_run), seq)
+    assert by_flag.keys() == by_config.keys() == plain.keys()
+    for k in by_flag:
+        for key in ("boxes", "scores", "labels"):
+            assert torch.equal(by_flag[k][key], by_config[k][key]), (k, key)
+    changed = [k for k in plain if not torch.equal(plain[k]["scores"], by_flag[k]["scores"])]
+    assert changed and 1 not in changed  # the first frame has no past to lean on
+    assert Detector(det_run).config.detect.forecast_class == 0.0  # the run is untouched
+
+    run = tmp_path / "run"
+    shutil.copytree(det_run, run)
+    run_sora("eval", run, "--data", det_data, "--forecast-class", "0.5", check=True)
+    assert json.loads((run / "eval" / "metrics.json").read_text())["forecast_class"] == 0.5
+    proc = run_sora("eval", run, "--data", det_data, "--forecast-class", "1.5")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "forecast_class must be in [0, 1], got 1.5" in proc.stderr
+    det = Detector(det_run)
+    det.model.forecast = None  # what the per-frame ablation (detect.temporal none) has
+    with pytest.raises(ValueError, match="has no memory forecast"):
+        det.set_forecast_class(0.25)
+    det.set_forecast_class(0)  # 0 is the plain decoding, fine without a forecast
+
+
 def test_detect_cli_errors(det_run, det_data, tmp_path, tiny_run):
     proc = run_sora("predict", det_run, "a.mp4", "b.mp4")
     assert proc.returncode == 1 and "--format mot and --save-video take one source" in proc.stderr
     proc = run_sora("predict", tiny_run, "x.mp4", "--format", "mot")
     assert proc.returncode == 1 and "are for detection runs" in proc.stderr
+    proc = run_sora("eval", tiny_run, "--data", det_data, "--forecast-class", "0.25")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().endswith(
+        "--forecast-class is for detection runs; " + f"{tiny_run} is a classify run"
+    )
     proc = run_sora("train", "--data", det_data, "--out", tmp_path / "r", "--set", "task=track")
     assert proc.returncode == 1 and "task must be one of classify, detect" in proc.stderr
     bad = tmp_path / "bad"

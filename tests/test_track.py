@@ -284,6 +284,11 @@ def test_cli_track_and_eval_task_track(det_run, det_data, tmp_path):
     rows = [r.split(",") for r in proc.stdout.splitlines()]
     assert rows and all(len(r) == 10 and int(r[1]) >= 1 for r in rows)
     assert video.stat().st_size > 0
+    # the boxes' classes leaning on the memory's: other scores, the same row format
+    plain = run_sora("track", det_run, seq, *low, check=True).stdout.splitlines()
+    leaning = run_sora("track", det_run, seq, "--forecast-class", "0.25", *low, check=True)
+    rows = [r.split(",") for r in leaning.stdout.splitlines()]
+    assert rows and all(len(r) == 10 for r in rows) and rows != [r.split(",") for r in plain]
     proc = run_sora("track", det_run, det_data / "test", "--out", tmp_path / "split", check=True)
     assert (tmp_path / "split" / "test_000.txt").is_file() and "test_000: 16 frames" in proc.stdout
 
@@ -292,6 +297,7 @@ def test_cli_track_and_eval_task_track(det_run, det_data, tmp_path):
     m = json.loads((det_run / "eval" / "tracking.json").read_text())
     assert m["task"] == "track" and m["tracker"] == "bytetrack" and m["num_frames"] == 16
     assert m["reid"]["embedding"] == "colour" and m["reid"]["relinked"] >= 0  # on by default
+    assert m["forecast_class"] == 0.0  # the run's own decoding unless --forecast-class
     assert 0 <= m["HOTA"] <= 1 and m["id_switches"]["total"] == m["IDSW"]
     assert (det_run / "eval" / "tracks" / "bytetrack" / "test_000.txt").is_file()
     assert (det_run / "eval" / "id_switches.png").stat().st_size > 0

@@ -73,12 +73,19 @@ def _summary(result: dict) -> dict:
 
 
 def evaluate_detection(
-    run: str | Path, data: str | Path, *, split: str = "test", out: str | Path | None = None
+    run: str | Path,
+    data: str | Path,
+    *,
+    split: str = "test",
+    out: str | Path | None = None,
+    forecast_class: float | None = None,
 ) -> dict:
     """Score the detection run ``run`` on ``data/<split>``; writes ``OUT/metrics.json``
     (``OUT`` defaults to ``RUN/eval``), predictions, PR curves, AP per class and the hardest
-    frames. Returns the metrics dict."""
-    detector = Detector(run)
+    frames. ``forecast_class`` decodes with that ``detect.forecast_class`` instead of the
+    run's (:meth:`~sora.inference.detector.Detector.set_forecast_class`); the value used is
+    recorded in the metrics. Returns the metrics dict."""
+    detector = Detector(run, forecast_class=forecast_class)
     classes = detector.classes
     data = Path(data)
     if not data.is_dir():
@@ -94,6 +101,7 @@ def evaluate_detection(
     metrics, result, dets = score_sequences(sequences, lambda seq: detect_sequence(detector, seq))
     metrics["per_class"] = _per_class(result, classes)
     metrics["operating_threshold"] = operating_threshold(result)
+    metrics["forecast_class"] = detector.config.detect.forecast_class
     metrics["confusion"] = detection_confusion(
         sequences, dets, classes, metrics["operating_threshold"]
     )

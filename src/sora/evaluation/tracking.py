@@ -427,10 +427,11 @@ def evaluate_tracking(
     out: str | Path | None = None,
     reid: str | None = "colour",
     reid_window: float | None = None,
+    forecast_class: float | None = None,
 ) -> dict:
     """Track every sequence of ``data/<split>`` with the detection run ``run`` and
     ``tracker`` (thresholds, options and ``reid`` as
-    :class:`~sora.inference.tracking.VideoTracker`);
+    :class:`~sora.inference.tracking.VideoTracker`, ``forecast_class`` too);
     writes ``OUT/tracking.json`` (``OUT`` defaults to ``RUN/eval``), the tracks
     under ``OUT/tracks/<tracker>/`` and ``OUT/id_switches.png``. Returns the metrics."""
     vt = VideoTracker(
@@ -443,6 +444,7 @@ def evaluate_tracking(
         actions=actions,
         reid=reid,
         reid_window=reid_window,
+        forecast_class=forecast_class,
     )
     detector = vt.detector
     data = Path(data)
@@ -482,6 +484,7 @@ def evaluate_tracking(
         "high_threshold": round(vt.high, 4),
         "conf": round(vt.conf, 4),
         "nms_iou": vt.nms_iou,
+        "forecast_class": detector.config.detect.forecast_class,
         "reid": None
         if vt.reid is None
         else {

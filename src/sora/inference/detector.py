@@ -59,16 +59,44 @@ def prepare_frames(
 class Detector:
     """Load a detection run (or saved-model folder) once; detect in many sources."""
 
-    def __init__(self, run: str | Path, device: str | torch.device | None = None):
+    def __init__(
+        self,
+        run: str | Path,
+        device: str | torch.device | None = None,
+        *,
+        forecast_class: float | None = None,
+    ):
         self.run = Path(run)
         self.model, self.config, self.classes = load_model(resolve_model_dir(run))
         if self.config.task != "detect":
             raise CheckpointError(f"a {self.config.task} model, not a detection model", run)
+        if forecast_class is not None:
+            self.set_forecast_class(forecast_class)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
         self.size = tuple(self.config.detect.size)  # (H, W) the model sees
         self.mean = torch.tensor(self.config.data.mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(self.config.data.std, device=self.device).view(1, 3, 1, 1)
+
+    def set_forecast_class(self, weight: float) -> None:
+        """Decode with ``detect.forecast_class = weight`` instead of the run's own value (the
+        main detections' class scores leaning on the memory's; a decoding rule, so the
+        weights stay as trained).
+
+        Raises:
+            ValueError: ``weight`` is outside [0, 1], or the model has no forecast head
+                (the per-frame ablation, or ``detect.forecast: 0``) and ``weight`` is not 0.
+        """
+        weight = float(weight)
+        if not 0 <= weight <= 1:
+            raise ValueError(f"forecast_class must be in [0, 1], got {weight:g}")
+        if weight and getattr(self.model, "forecast", None) is None:
+            raise ValueError(
+                f"forecast_class {weight:g}: {self.run} has no memory forecast "
+                "(detect.temporal none or detect.forecast 0)"
+            )
+        self.model.cfg.forecast_class = weight  # what the decoding reads
+        self.config.detect.forecast_class = weight  # what the run's outputs record
 
     def operating_threshold(self, fallback: float = 0.3) -> float:
         """The best-F1 score threshold ``sora eval`` stored in ``RUN/eval/metrics.json``, or

@@ -215,7 +215,9 @@ class VideoTracker:
     ``"features"``, ``"both"``; ``None``: off), within ``reid_window`` seconds and
     ``reid_distance`` (:class:`~sora.inference.reid.ReIdentifier`). ``actions``: a
     classify run trained on action tubes; every track then gets an action
-    (:class:`~sora.inference.actions.ActionTagger`)."""
+    (:class:`~sora.inference.actions.ActionTagger`). ``forecast_class``: the detector decodes
+    with that ``detect.forecast_class`` instead of the run's
+    (:meth:`~sora.inference.detector.Detector.set_forecast_class`)."""
 
     def __init__(
         self,
@@ -231,6 +233,7 @@ class VideoTracker:
         reid: str | None = "colour",
         reid_window: float | None = None,
         reid_distance: float | None = None,
+        forecast_class: float | None = None,
     ):
         from sora.inference.detector import Detector
         from sora.inference.reid import EMBEDDINGS, MAX_DISTANCE, WINDOW, ReIdentifier
@@ -244,7 +247,7 @@ class VideoTracker:
         self.reid_window = WINDOW if reid_window is None else float(reid_window)
         self.reid_distance = MAX_DISTANCE if reid_distance is None else float(reid_distance)
         ReIdentifier(self.reid_window, self.reid_distance)  # bad values fail here too
-        self.detector = Detector(run, device=device)
+        self.detector = Detector(run, device=device, forecast_class=forecast_class)
         self.classes = self.detector.classes
         self.name = tracker
         self.high = float(high) if high is not None else self.detector.operating_threshold()
