@@ -327,19 +327,18 @@ def test_watch_cli_hold_default_is_the_library_default():
     assert build_parser().parse_args(["watch", "cam.mp4"]).anomaly_hold == ANOMALY_HOLD
 
 
-def test_watch_hands_its_nms_to_the_tracker_and_the_cli_default_is_the_library_one(
-    monkeypatch, capsys
-):
+def test_watch_hands_its_nms_and_forecast_class_to_the_tracker(monkeypatch, capsys):
     from sora.cli import build_parser
     from sora.inference.tracking import NMS_IOU, VideoTracker
 
     class Built(Exception):
         pass
 
-    seen = []
+    seen, classes = [], []
 
     def record(self, run, tracker="bytetrack", **options):
         seen.append(options["nms_iou"])
+        classes.append(options["forecast_class"])
         raise Built  # stop before a model or a source is opened
 
     monkeypatch.setattr(VideoTracker, "__init__", record)
@@ -351,6 +350,13 @@ def test_watch_hands_its_nms_to_the_tracker_and_the_cli_default_is_the_library_o
     assert main(["watch", "cam.mp4", "--model", "run", "--nms", "0"]) == 1
     assert not seen  # refused before anything is built
     assert "--nms 0: an IoU above 0" in capsys.readouterr().err
+    # --forecast-class goes to the detector as it does for sora track; none: the run's own
+    assert classes == [None, None, None]
+    with pytest.raises(Built):
+        main(["watch", "cam.mp4", "--model", "run", "--forecast-class", "0.25"])
+    assert classes[-1] == 0.25
+    assert main(["watch", "cam.mp4", "--anomaly", "run", "--forecast-class", "0.25"]) == 1
+    assert "--forecast-class needs --model" in capsys.readouterr().err
 
 
 def test_grabber_drops_only_when_asked():

@@ -704,6 +704,7 @@ def cmd_watch(args) -> int:
         reid=_reid(args),
         reid_window=args.reid_window,
         nms_iou=_nms(args),
+        forecast_class=args.forecast_class,
         realtime=True if args.realtime else None,
         webhook=args.webhook,
         max_frames=args.max_frames,
@@ -1039,6 +1040,7 @@ def build_parser() -> argparse.ArgumentParser:
     _tracker_argument(s, WATCH_TRACKER)
     _nms_option(s)
     _reid_options(s)
+    _forecast_class_option(s)
     s.add_argument(
         "--realtime",
         action="store_true",

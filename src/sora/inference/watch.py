@@ -203,6 +203,7 @@ def watch(
     reid: str | None = "colour",
     reid_window: float | None = None,
     nms_iou: float | None = NMS_IOU,
+    forecast_class: float | None = None,
     realtime: bool | None = None,
     webhook: str | None = None,
     snapshots: bool = True,
@@ -217,7 +218,8 @@ def watch(
     ``anomaly_hold`` seconds.
     ``tracker``, ``reid`` (the appearance that gives a lost object its id back; ``None``
     off), ``reid_window`` and ``nms_iou`` (class-agnostic NMS before association; ``None``
-    off) as in :class:`~sora.inference.tracking.VideoTracker`.
+    off) as in :class:`~sora.inference.tracking.VideoTracker`, and ``forecast_class`` (the
+    detector decodes with that ``detect.forecast_class``; ``None``: the run's own).
     ``realtime`` (default: on for live sources): drop frames when behind. Events go to
     ``events`` (JSON lines; snapshots in ``<events>_snapshots/``), to ``on_event`` and to
     ``webhook``.
@@ -228,12 +230,20 @@ def watch(
         raise ValueError("--zones needs --model: zone rules apply to tracked objects")
     if model is None and anomaly is None:
         raise ValueError("sora watch needs --model (detection) and/or --anomaly")
+    if forecast_class is not None and model is None:
+        raise ValueError("--forecast-class needs --model: it is how the detector decodes")
     vt = None
     if model is not None:
         from sora.inference.tracking import VideoTracker
 
         vt = VideoTracker(
-            model, tracker, device=device, reid=reid, reid_window=reid_window, nms_iou=nms_iou
+            model,
+            tracker,
+            device=device,
+            reid=reid,
+            reid_window=reid_window,
+            nms_iou=nms_iou,
+            forecast_class=forecast_class,
         )
     scorer = alarm = None
     if anomaly is not None:
