@@ -327,7 +327,9 @@ def test_watch_cli_hold_default_is_the_library_default():
     assert build_parser().parse_args(["watch", "cam.mp4"]).anomaly_hold == ANOMALY_HOLD
 
 
-def test_watch_hands_its_nms_and_forecast_class_to_the_tracker(monkeypatch, capsys):
+def test_watch_hands_nms_and_forecast_class_to_the_tracker_with_the_library_defaults(
+    monkeypatch, capsys
+):
     from sora.cli import build_parser
     from sora.inference.tracking import NMS_IOU, VideoTracker
 
