@@ -96,58 +96,6 @@ class RandomClips:
             yield torch.randperm(self.n, generator=self.generator)[: self.clips].tolist()
 
 
-class SequenceWalks:
-    """A batch sampler for stateful training: ``clips`` slots, each walking one sequence
-    through consecutive, non-overlapping clips (from a random one of the first
-    ``clip_len / clip_stride`` starts), then a new random sequence. Each batch also sets
-    ``fresh`` (the slots whose sequence starts there: their state is reset) and ``flip``
-    (the slots whose whole walk is mirrored left-right), read by the training loop."""
-
-    def __init__(self, dataset, clips: int, generator: torch.Generator, every: int):
-        by_seq: dict[int, list[tuple[int, int]]] = {}
-        for i, (k, frames) in enumerate(dataset.items):
-            by_seq.setdefault(k, []).append((frames[0], i))
-        self.walks = [[i for _, i in sorted(v)] for v in by_seq.values()]
-        self.clips, self.generator, self.every = clips, generator, every
-        self.fresh = [True] * clips
-        self.flip = [False] * clips
-
-    def _new(self) -> tuple[list[int], bool]:
-        g = self.generator
-        walk = self.walks[int(torch.randint(len(self.walks), (), generator=g))]
-        first = int(torch.randint(min(self.every, len(walk)), (), generator=g))
-        return walk[first :: self.every], bool(torch.rand((), generator=g) < 0.5)
-
-    def __iter__(self):
-        slots = []
-        for _ in range(self.clips):  # the first walks join part-way, so that slots differ
-            walk, flip = self._new()
-            at = int(torch.randint(len(walk), (), generator=self.generator))
-            slots.append((walk, flip, at, True))
-        while True:
-            batch = []
-            for j, (walk, flip, at, first) in enumerate(slots):
-                if at >= len(walk):
-                    (walk, flip), at, first = self._new(), 0, True
-                self.fresh[j], self.flip[j] = first, flip
-                batch.append(walk[at])
-                slots[j] = (walk, flip, at + 1, False)
-            yield batch
-
-
-def _mirror(video: torch.Tensor, targets: list[list[dict]], flip: list[bool]) -> None:
-    """Mirror left-right, in place, the clips of ``video`` ``(B, T, 3, H, W)`` and their
-    frames' targets where ``flip`` says so."""
-    w = video.shape[-1]
-    for j, f in enumerate(flip):
-        if not f:
-            continue
-        video[j] = video[j].flip(-1)
-        for t in targets[j]:
-            b = t["boxes"]
-            t["boxes"] = torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], 1)
-
-
 def train_budget(
     name: str,
     model: nn.Module,
@@ -162,7 +110,6 @@ def train_budget(
     clips: int = 8,
     workers: int = 0,
     fit_seconds: float = 0,
-    stateful: bool = False,
 ) -> dict:
     """Train for ``seconds`` of wall time, or for ``steps`` steps when given (the schedule then
     follows the step count, so the run does not depend on the machine's speed); returns steps,
@@ -172,10 +119,7 @@ def train_budget(
     ``clips`` clips per step, loaded by ``workers`` DataLoader workers (0: in this process).
     With ``steps`` and ``fit_seconds``, the step count is lowered (every 20 steps from step 40,
     never raised) when the speed since step 10 says the run would otherwise take longer than
-    ``fit_seconds``; the schedule then follows the lowered count. ``stateful`` (SoraDet, no
-    workers; the data set made without ``hflip``): once the cells are on, each clip of a
-    step continues the previous step's clip of the same slot (:class:`SequenceWalks`) from
-    its state (detached: back-propagation stays within a clip), mirrored per walk."""
+    ``fit_seconds``; the schedule then follows the lowered count."""
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     rest = [p for n, p in model.named_parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW(
@@ -186,15 +130,10 @@ def train_budget(
     # In this process the sampler shares ``g`` with frame dropout, as it always did; workers
     # prefetch batches ahead of the steps, so they get a stream of their own.
     order = g if workers == 0 else torch.Generator().manual_seed(seed + 1)
-    sampler = RandomClips(len(train_set), clips, order)
-    walks = None
-    if stateful:
-        cfg = model.cfg
-        walks = SequenceWalks(train_set, clips, g, max(1, cfg.clip_len // cfg.clip_stride))
     batches = iter(
         DataLoader(
             train_set,
-            batch_sampler=sampler,
+            batch_sampler=RandomClips(len(train_set), clips, order),
             num_workers=workers,
             collate_fn=collate,
             pin_memory=device != "cpu",
@@ -207,7 +146,6 @@ def train_budget(
     mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
     planned, timed = steps, 0.0
-    state = None
     while True:
         elapsed = time.perf_counter() - start
         if step == 10:
@@ -223,34 +161,12 @@ def train_budget(
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(done, lr)
-        memory = isinstance(model, SoraDet) and done >= model.cfg.memory_warmup
-        if walks is not None and memory and state is None:  # the cells join: walks from here
-            train_set.hflip = False  # mirrored per walk instead (_mirror)
-            batches = iter(
-                DataLoader(train_set, batch_sampler=walks, collate_fn=collate, num_workers=0)
-            )
-            state = model.init_state(clips, device)
         batch = next(batches)
         video = batch["video"].to(device, non_blocking=True)  # (clips, T, 3, H, W)
-        if state is not None:
-            _mirror(video, batch["targets"], walks.flip)
         targets = [t for clip in batch["targets"] for t in clip]
         if isinstance(model, SoraDet):  # the loss pads the targets on the host, then moves them
-            fresh = None
-            if state is not None and state["h0"].numel():
-                fresh = torch.tensor(walks.fresh, device=device)
-                state = {k: torch.where(fresh.view(-1, 1, 1, 1), 0, v) for k, v in state.items()}
-            clip = training_video(model, video, memory, g)
-            if state is None:
-                out, new = model.run(clip, memory=memory)
-            else:
-                out, new = model.run(clip, state, memory=memory)
-            if state is not None:
-                state = {k: v.detach() for k, v in new.items()}
-                if fresh is not None and "forecast_valid" in out:
-                    valid = out["forecast_valid"].clone()
-                    valid[:, 0] &= ~fresh
-                    out["forecast_valid"] = valid
+            memory = done >= model.cfg.memory_warmup
+            out, _ = model.run(training_video(model, video, memory, g), memory=memory)
             flat = {k: v.flatten(0, 1) for k, v in out.items()}
             loss = video_detection_loss(model, flat, targets, *video.shape[-2:])["loss"]
         else:
@@ -361,8 +277,6 @@ def run_one(name: str, args, train_set, test, classes, log, extra_test=None) -> 
             config.detect.frame_dropout = args.frame_dropout
         if args.set:
             config = apply_overrides(config, args.set)
-        if args.stateful and name == "SoraDet":
-            budget["stateful"] = True
         h, w = config.detect.size  # after the overrides: GFLOPs and speed at the trained size
         model = SoraDet(config.model, config.detect).to(device)
         fit = train_budget(
@@ -510,12 +424,6 @@ def main() -> int:
         help="input size of the torchvision models: their own (native: SSDlite 320x320, "
         "Faster R-CNN 320, FCOS 192-256) or the frames' own (data: 96x128 here, as SoraDet) "
         "(default native)",
-    )
-    p.add_argument(
-        "--stateful",
-        action="store_true",
-        help="SoraDet: once its cells are on, train on consecutive clips of each sequence, the "
-        "state carried from clip to clip (detached) (default: every clip from an empty state)",
     )
     p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = p.parse_args()

@@ -23,7 +23,6 @@ from sora.data.mot import FrameStore, is_mot_root, mot_row, read_sequence, read_
 from sora.errors import DatasetError
 from sora.io.video import write_video
 from sora.models.soradet import (
-    MemoryWarp,
     SoraDet,
     assign,
     assign_frames,
@@ -185,19 +184,10 @@ def test_inspect_lists_a_malformed_sequence_without_stopping(tmp_path):
 # -- SoraDet -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("temporal", "warp"),
-    [
-        ("convgru", False),
-        ("convlstm", False),
-        ("none", False),
-        ("convgru", True),
-        ("convlstm", True),
-    ],
-)
-def test_streaming_equals_offline(temporal, warp):
+@pytest.mark.parametrize("temporal", ["convgru", "convlstm", "none"])
+def test_streaming_equals_offline(temporal):
     torch.manual_seed(0)
-    config = tiny_det_config(**{"detect.temporal": temporal, "detect.warp": warp})
+    config = tiny_det_config(**{"detect.temporal": temporal})
     model = SoraDet(config.model, config.detect).eval()
     open_gates(model)
     clip = torch.randn(2, 5, 3, 48, 64)
@@ -253,16 +243,11 @@ def test_streaming_equals_offline(temporal, warp):
 
 
 def open_gates(model: SoraDet) -> None:
-    """Trained models have non-zero memory gates (and memory offsets, with ``detect.warp``);
-    fresh ones start at 0 (no memory, no motion)."""
+    """Trained models have non-zero memory gates; fresh ones start at 0 (no memory)."""
     if model.gates is not None:
         with torch.no_grad():
             for gate in model.gates:
                 gate.uniform_(0.5, 1.5)
-    for warp in model.warps or []:
-        with torch.no_grad():
-            warp.offset[1].weight.normal_(0, 0.5)
-            warp.offset[1].bias.uniform_(-1, 1)
 
 
 def test_an_untrained_soradet_is_its_per_frame_ablation():
@@ -286,42 +271,6 @@ def test_an_untrained_soradet_is_its_per_frame_ablation():
             torch.testing.assert_close(a[k], b[k])
         open_gates(recurrent)
         assert not torch.allclose(recurrent(clip)["cls_logits"], b["cls_logits"])
-
-
-def test_memory_warp_starts_still_moves_by_its_offsets_and_keeps_the_other_weights():
-    torch.manual_seed(0)
-    warp = MemoryWarp(8)
-    h, c = torch.randn(2, 8, 5, 7), torch.randn(2, 8, 5, 7)
-    still = warp(h, c)
-    torch.testing.assert_close(still[0], h, atol=1e-5, rtol=0)
-    torch.testing.assert_close(still[1], c, atol=1e-5, rtol=0)
-    # an offset of one cell to the right (limit * tanh(b / limit) = 1): each cell takes its
-    # right neighbour's value, and the last column comes from outside the map (zeros)
-    with torch.no_grad():
-        warp.offset[1].bias.copy_(torch.tensor([2 * math.atanh(0.5), 0.0]))
-    moved, moved_c = warp(h, c)
-    torch.testing.assert_close(moved[..., :-1], h[..., 1:], atol=1e-5, rtol=0)
-    torch.testing.assert_close(moved_c[..., :-1], c[..., 1:], atol=1e-5, rtol=0)
-    assert moved[..., -1].abs().max() < 1e-6
-    # built last, from a fork of the random state: the rest of SoraDet is the same
-    torch.manual_seed(3)
-    plain = SoraDet(*astuple(tiny_det_config()))
-    after_plain = torch.rand(1)
-    torch.manual_seed(3)
-    warped = SoraDet(*astuple(tiny_det_config(**{"detect.warp": True})))
-    assert torch.equal(torch.rand(1), after_plain)
-    theirs = warped.state_dict()
-    assert (
-        {k for k in theirs if k not in plain.state_dict()}
-        == {k for k in theirs if k.startswith("warps.")}
-        != set()
-    )
-    for k, v in plain.state_dict().items():
-        assert torch.equal(v, theirs[k]), k
-
-
-def astuple(config):
-    return config.model, config.detect
 
 
 def test_memory_changes_outputs_and_the_ablation_has_none():

@@ -183,11 +183,6 @@ class DetectConfig:
         :func:`sora.models.soradet.memory_class`): 0 (the default) the main head's alone, 1
         the memory's split times the main head's best class score. 0.25 gave about +1 mAP50
         point on detection and cost tracking about 1 IDF1 point (docs/detect.md).
-    warp: move each level's memory before every frame: a light layer reads the hidden state
-        alone and gives each cell an offset (in cells, at most ``2``), and the state is
-        resampled there (bilinear, ``torch.nn.functional.grid_sample``) before the frame
-        updates it, so what the memory holds can move on with its objects while they are
-        not seen. The forecast reads the moved state. The offsets start at 0 (no motion).
     min_side: the lowest distance (in strides) from an anchor point to a box side the head
         can predict. FCOS's ReLU is 0: a point always lies inside its box. A box narrower
         than a stride that no point lies inside is given the points within a stride of its
@@ -217,7 +212,6 @@ class DetectConfig:
     forecast_score: float = 1.0
     forecast_class: float = 0.0
     min_side: float = -1.0
-    warp: bool = False
 
 
 #: For keys added to a section after runs were saved without them: the value that gives

@@ -94,34 +94,6 @@ class ConvLSTMCell(nn.Module):
         return torch.sigmoid(o) * torch.tanh(c), c
 
 
-class MemoryWarp(nn.Module):
-    """Moves a level's memory before the next frame, from the memory alone: a separable 3x3
-    layer reads ``h`` ``(N, C, h, w)`` and gives every cell an offset ``(dx, dy)`` in cells
-    (soft-limited to ``limit``), and each map is resampled there (bilinear,
-    ``grid_sample``; zeros from outside the map). The layer starts at 0: no motion, the
-    maps come back unchanged. ``maps`` ``(N, C_i, h, w)`` -> the same shapes."""
-
-    def __init__(self, channels: int, limit: float = 2.0):
-        super().__init__()
-        self.limit = float(limit)
-        self.offset = _separable(channels, 2)
-        nn.init.zeros_(self.offset[1].weight)
-        nn.init.zeros_(self.offset[1].bias)
-
-    def forward(self, h: torch.Tensor, *more: torch.Tensor) -> list[torch.Tensor]:
-        n, _, rows, cols = h.shape
-        off = self.limit * torch.tanh(self.offset(h) / self.limit)  # (N, 2, h, w) cells
-        ys = (torch.arange(rows, device=h.device, dtype=h.dtype) + 0.5) * (2 / rows) - 1
-        xs = (torch.arange(cols, device=h.device, dtype=h.dtype) + 0.5) * (2 / cols) - 1
-        base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (h, w, 2): x, y
-        scale = torch.tensor([2 / cols, 2 / rows], device=h.device, dtype=h.dtype)
-        grid = base[None] + off.permute(0, 2, 3, 1) * scale  # (N, h, w, 2)
-        return [
-            nn.functional.grid_sample(m, grid, mode="bilinear", align_corners=False)
-            for m in (h, *more)
-        ]
-
-
 class SignedRegressionHead(FCOSRegressionHead):
     """torchvision's FCOS regression head with its ReLU replaced by ``clamp_min(floor)``:
     side distances down to ``floor`` strides (``floor = 0`` is the ReLU, FCOS as published).
@@ -242,13 +214,6 @@ class SoraDet(RunStreaming, nn.Module):
             if cell is not None and cfg.forecast
             else None
         )
-        # ``detect.warp``: the memory moves on before each frame (see MemoryWarp). Made last
-        # and from a fork of the random state, so that the other layers, and whatever draws
-        # random numbers after the model is built, are the same with or without it.
-        self.warps = None
-        if cell is not None and cfg.warp:
-            with torch.random.fork_rng(devices=[]):
-                self.warps = nn.ModuleList(MemoryWarp(dim) for _ in self.strides)
         self.box_coder = BoxLinearCoder(normalize_by_size=True)
         self.min_size = max(self.strides)
         self._anchor_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, list[int]]] = {}
@@ -331,9 +296,6 @@ class SoraDet(RunStreaming, nn.Module):
                     c = state[f"c{i}"] if state[f"c{i}"].numel() else torch.zeros_like(h)
                 outs, prior = [], []
                 for k in range(t):
-                    if self.warps is not None:
-                        moved = self.warps[i](h) if c is None else self.warps[i](h, c)
-                        h, c = moved[0], (None if c is None else moved[1])
                     prior.append(h)
                     if c is None:
                         h = cell(x[:, k], h)
