@@ -212,7 +212,6 @@ class DetectConfig:
     forecast_score: float = 1.0
     forecast_class: float = 0.0
     min_side: float = -1.0
-    cell_kernel: int = 3
 
 
 #: For keys added to a section after runs were saved without them: the value that gives

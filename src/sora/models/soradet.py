@@ -60,20 +60,20 @@ FORECAST_OVERLAP = 0.3
 DET_STRIDES = (4, 8, 16, 32)
 
 
-def _separable(cin: int, cout: int, k: int = 3) -> nn.Sequential:
-    """Depthwise kxk then pointwise 1x1: ``(N, cin, h, w)`` -> ``(N, cout, h, w)``."""
+def _separable(cin: int, cout: int) -> nn.Sequential:
+    """Depthwise 3x3 then pointwise 1x1: ``(N, cin, h, w)`` -> ``(N, cout, h, w)``."""
     return nn.Sequential(
-        nn.Conv2d(cin, cin, k, padding=k // 2, groups=cin, bias=False), nn.Conv2d(cin, cout, 1)
+        nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False), nn.Conv2d(cin, cout, 1)
     )
 
 
 class ConvGRUCell(nn.Module):
     """``x, h`` ``(N, C, h, w)`` -> new ``h``: a GRU whose gates are separable convolutions."""
 
-    def __init__(self, channels: int, k: int = 3):
+    def __init__(self, channels: int):
         super().__init__()
-        self.gates = _separable(2 * channels, 2 * channels, k)
-        self.candidate = _separable(2 * channels, channels, k)
+        self.gates = _separable(2 * channels, 2 * channels)
+        self.candidate = _separable(2 * channels, channels)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         z, r = torch.sigmoid(self.gates(torch.cat([x, h], 1))).chunk(2, 1)
@@ -84,9 +84,9 @@ class ConvGRUCell(nn.Module):
 class ConvLSTMCell(nn.Module):
     """``x, (h, c)`` ``(N, C, h, w)`` -> new ``(h, c)``: an LSTM with separable-conv gates."""
 
-    def __init__(self, channels: int, k: int = 3):
+    def __init__(self, channels: int):
         super().__init__()
-        self.gates = _separable(2 * channels, 4 * channels, k)
+        self.gates = _separable(2 * channels, 4 * channels)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
         i, f, o, g = self.gates(torch.cat([x, h], 1)).chunk(4, 1)
@@ -188,15 +188,7 @@ class SoraDet(RunStreaming, nn.Module):
         dim = cfg.fpn_dim
         self.fpn = FeaturePyramidNetwork([self.backbone.channels[s] for s in self.strides], dim)
         cell = {"convgru": ConvGRUCell, "convlstm": ConvLSTMCell}.get(cfg.temporal)
-        self.cells = None
-        if cell is not None:
-            k = cfg.cell_kernel
-            with torch.random.fork_rng(devices=[]):
-                wide = nn.ModuleList(cell(dim, k) for _ in self.strides)
-            # one-off: 3x3 cells drawn (and dropped) so that the rest starts as with them
-            self.cells = nn.ModuleList(cell(dim) for _ in self.strides)
-            if k != 3:
-                self.cells = wide
+        self.cells = None if cell is None else nn.ModuleList(cell(dim) for _ in self.strides)
         # A level's output is ``x + gate * h``, the gate per channel and zero at the start
         # (ReZero / LayerScale): the untrained network is the per-frame one, and the memory
         # comes in as far as training finds it useful. Measured (benchmarks/detection.py,
