@@ -274,6 +274,8 @@ def cmd_eval(args) -> int:
     task = _run_task(args.run)
     if args.forecast_class is not None and task != "detect":
         raise ValueError(f"--forecast-class is for detection runs; {args.run} is a {task} run")
+    if args.hold is not None and (task != "detect" or args.task == "track"):
+        raise ValueError("--hold is for detection runs scored as detections, not as tracks")
     if args.task == "track":
         if task != "detect":
             raise ValueError(f"--task track needs a detection run; {args.run} is a {task} run")
@@ -306,7 +308,11 @@ def cmd_eval(args) -> int:
         from sora.evaluation.detection import evaluate_detection
 
         m = evaluate_detection(
-            args.run, args.data, split=args.split, forecast_class=args.forecast_class
+            args.run,
+            args.data,
+            split=args.split,
+            forecast_class=args.forecast_class,
+            hold=args.hold,
         )
         vis = m["visibility"]
         print(
@@ -385,7 +391,7 @@ def cmd_predict_detect(args) -> int:
     fmt = args.format or "mot"
     if len(args.videos) > 1 and (fmt == "mot" or args.save_video):
         raise ValueError("--format mot and --save-video take one source; use --format jsonl")
-    detector = Detector(args.run, forecast_class=args.forecast_class)
+    detector = Detector(args.run, forecast_class=args.forecast_class, hold=args.hold)
     if args.conf is None:
         args.conf = detector.operating_threshold()
     annotator = None
@@ -610,8 +616,10 @@ def cmd_predict(args) -> int:
 
     if _run_task(args.run) == "detect":
         return cmd_predict_detect(args)
-    if args.format == "mot" or args.save_video or args.forecast_class is not None:
-        raise ValueError("--format mot, --save-video and --forecast-class are for detection runs")
+    if args.format == "mot" or args.save_video or args.forecast_class is not None or args.hold:
+        raise ValueError(
+            "--format mot, --save-video, --forecast-class and --hold are for detection runs"
+        )
     args.format = args.format or "json"
     predictor = Predictor(args.run)
     results = []
@@ -813,6 +821,17 @@ def _forecast_class_option(s: argparse.ArgumentParser) -> None:
     )
 
 
+def _hold_option(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--hold",
+        type=int,
+        metavar="K",
+        help="detection runs: keep a box on an object whose detections stop, at its tracked "
+        "position, for up to K frames (detect.hold; 4 doubled SoraDet's occluded mAP50, see "
+        "docs/detect.md; default: the run's own, 0 unless set)",
+    )
+
+
 def _nms_option(s: argparse.ArgumentParser) -> None:
     from sora.inference.tracking import NMS_IOU
 
@@ -988,6 +1007,7 @@ def build_parser() -> argparse.ArgumentParser:
         "RUN/eval/tracking.json (default: the run's own task)",
     )
     _tracker_options(s)
+    _hold_option(s)
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("track", help="detect and track objects: MOT rows, JSON lines, video")
@@ -1072,6 +1092,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="detection runs: write an annotated H.264 video (boxes, class, score)",
     )
     _forecast_class_option(s)
+    _hold_option(s)
     s.add_argument(
         "--window",
         type=float,

@@ -79,13 +79,16 @@ def evaluate_detection(
     split: str = "test",
     out: str | Path | None = None,
     forecast_class: float | None = None,
+    hold: int | None = None,
 ) -> dict:
     """Score the detection run ``run`` on ``data/<split>``; writes ``OUT/metrics.json``
     (``OUT`` defaults to ``RUN/eval``), predictions, PR curves, AP per class and the hardest
     frames. ``forecast_class`` decodes with that ``detect.forecast_class`` instead of the
     run's (:meth:`~sora.inference.detector.Detector.set_forecast_class`); the value used is
-    recorded in the metrics. Returns the metrics dict."""
-    detector = Detector(run, forecast_class=forecast_class)
+    recorded in the metrics; ``hold`` likewise for ``detect.hold`` (boxes held on objects
+    whose detections stop, :class:`~sora.inference.hold.ObjectHold`). Returns the metrics
+    dict."""
+    detector = Detector(run, forecast_class=forecast_class, hold=hold)
     classes = detector.classes
     data = Path(data)
     if not data.is_dir():
@@ -102,6 +105,7 @@ def evaluate_detection(
     metrics["per_class"] = _per_class(result, classes)
     metrics["operating_threshold"] = operating_threshold(result)
     metrics["forecast_class"] = detector.config.detect.forecast_class
+    metrics["hold"] = detector.config.detect.hold
     metrics["confusion"] = detection_confusion(
         sequences, dets, classes, metrics["operating_threshold"]
     )

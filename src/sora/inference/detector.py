@@ -20,6 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from sora.errors import CheckpointError
+from sora.inference.hold import ObjectHold
 from sora.inference.reid import EMBEDDINGS, colour_embeddings, join_embeddings, unit
 from sora.io.video import Frame, VideoReader, reconnecting
 from sora.models.store import load_model, resolve_model_dir
@@ -65,6 +66,7 @@ class Detector:
         device: str | torch.device | None = None,
         *,
         forecast_class: float | None = None,
+        hold: int | None = None,
     ):
         self.run = Path(run)
         self.model, self.config, self.classes = load_model(resolve_model_dir(run))
@@ -72,6 +74,8 @@ class Detector:
             raise CheckpointError(f"a {self.config.task} model, not a detection model", run)
         if forecast_class is not None:
             self.set_forecast_class(forecast_class)
+        if hold is not None:
+            self.set_hold(hold)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
         self.size = tuple(self.config.detect.size)  # (H, W) the model sees
@@ -97,6 +101,18 @@ class Detector:
             )
         self.model.cfg.forecast_class = weight  # what the decoding reads
         self.config.detect.forecast_class = weight  # what the run's outputs record
+
+    def set_hold(self, frames: int) -> None:
+        """Decode with ``detect.hold = frames`` instead of the run's own value: boxes held on
+        objects whose detections stop, for up to ``frames`` frames
+        (:class:`~sora.inference.hold.ObjectHold`; 0: off).
+
+        Raises:
+            ValueError: ``frames`` is negative.
+        """
+        if frames < 0:
+            raise ValueError(f"hold must be 0 or more frames, got {frames}")
+        self.config.detect.hold = int(frames)
 
     def operating_threshold(self, fallback: float = 0.3) -> float:
         """The best-F1 score threshold ``sora eval`` stored in ``RUN/eval/metrics.json``, or
@@ -129,6 +145,8 @@ class Detector:
         ``embed`` (``"colour"``, ``"features"`` or ``"both"``; :mod:`sora.inference.reid`)
         adds ``embeddings (n, E)``: each box's appearance, for re-identification.
         A ``None`` frame resets the state (a gap in the sequence) and yields nothing.
+        With ``detect.hold`` the held boxes of :class:`~sora.inference.hold.ObjectHold`
+        join each frame's detections (``forecast`` True).
         """
         if embed is not None and embed not in EMBEDDINGS:
             raise ValueError(f"unknown embedding {embed!r} (choose from {', '.join(EMBEDDINGS)})")
@@ -136,6 +154,8 @@ class Detector:
         scale = torch.tensor([sx, sy, sx, sy], device=self.device)
         state = self.model.init_state(1, self.device)
         pending: list[tuple[torch.Tensor, object]] = []
+        frames_held = self.config.detect.hold
+        hold = ObjectHold(frames_held, self.size) if frames_held else None
 
         def flush():
             nonlocal state
@@ -144,6 +164,10 @@ class Detector:
             flat = {k: v[0] for k, v in out.items()}
             dets = self.model.detect(flat, *self.size, score_thresh=score_thresh)
             for n, ((frame, tag), d) in enumerate(zip(pending, dets, strict=True)):
+                if hold is not None:  # at most max_detections boxes, as without it
+                    d = hold(d)
+                    top = d["scores"].argsort(descending=True)[: self.config.detect.max_detections]
+                    d = {k: v[top] for k, v in d.items()}
                 if embed is not None:
                     d["embeddings"] = self._embed(embed, frame, flat.get("features"), n, d)
                 yield tag, {k: (v * scale if k == "boxes" else v).cpu() for k, v in d.items()}
@@ -154,6 +178,8 @@ class Detector:
                 if pending:
                     yield from flush()
                 state = self.model.init_state(1, self.device)
+                if hold is not None:
+                    hold.reset()
                 continue
             pending.append((frame, tag))
             if len(pending) >= chunk:
