@@ -136,3 +136,20 @@ def test_a_held_box_is_clipped_to_the_frame_and_dropped_once_its_object_has_left
     for right in xs[:2]:  # 90% and 75% of it in the frame: clipped at the right edge
         assert len(right) == 1 and right[0] == pytest.approx(70.0, abs=0.01)
     assert len(xs[2]) == 1 and xs[3] == []  # 60%, then 45% in the frame
+
+
+def test_the_box_of_an_object_shrinking_out_of_view_is_not_held_once_it_is_thin():
+    """Leaving at the top edge, an object's (clipped) boxes get lower every frame; the
+    filter's box goes on shrinking (5, then 3 pixels high), and is dropped once lower than
+    ``min_size``."""
+    holds = {m: ObjectHold(4, size=(100, 100), min_size=m) for m in (1.0, 3.0, 4.0)}
+    for t in range(10):
+        for hold in holds.values():
+            hold(frame((40.0, 0.0, 60.0, 25.0 - 2.0 * t, 0.9, 1)))  # 25 px high -> 7
+    heights = {m: [] for m in holds}
+    for _ in range(4):
+        for m, hold in holds.items():
+            boxes = hold(frame())["boxes"]
+            heights[m] += [round(float(b[3] - b[1])) for b in boxes]
+    assert heights[1.0] == [5, 3] and heights[4.0] == [5]
+    assert all(h >= 3 for h in heights[3.0])

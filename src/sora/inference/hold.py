@@ -40,7 +40,10 @@ class ObjectHold:
     ``(height, width)`` in the boxes' pixels; a held box with less than half of its area in
     the frame is dropped (the object went out of view) and the others are clipped to it. ``high``: see
     :data:`HOLD_HIGH`. ``iou``: the overlap at which a held box and a detection of its class
-    are the same object. A predicted box less than a pixel wide or high is dropped.
+    are the same object. ``min_size``: a predicted box narrower or lower than this (in the
+    boxes' pixels) is dropped: the filter's box of an object that left the frame shrinking
+    (its boxes clipped at the edge) goes on shrinking. The default, 3, is half the smallest
+    MotionShapes-Det object at the model's 96 x 128.
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class ObjectHold:
         *,
         high: float = HOLD_HIGH,
         iou: float = 0.5,
+        min_size: float = 3.0,
     ):
         if frames < 1:
             raise ValueError(f"hold must be at least 1 frame, got {frames}")
@@ -57,6 +61,7 @@ class ObjectHold:
         self.size = size
         self.high = float(high)
         self.iou = float(iou)
+        self.min_size = float(min_size)
         self.reset()
 
     def reset(self) -> None:
@@ -104,22 +109,19 @@ class ObjectHold:
         hb = torch.tensor(np.array([b for b, _, _ in lost], np.float32)).reshape(-1, 4)
         hl = torch.tensor([lab for _, lab, _ in lost], dtype=labels.dtype)
         hs = torch.tensor([sc for _, _, sc in lost], dtype=torch.float32)
-        ok = (hb[:, 2] - hb[:, 0] >= 1) & (hb[:, 3] - hb[:, 1] >= 1)  # not collapsed
+        in_frame = torch.ones(len(hb), dtype=torch.bool)
         if self.size is not None:
             h, w = self.size
-            inside = torch.stack(
-                [
-                    hb[:, 0].clamp(0, w),
-                    hb[:, 1].clamp(0, h),
-                    hb[:, 2].clamp(0, w),
-                    hb[:, 3].clamp(0, h),
-                ],
-                1,
-            )
+            inside = torch.minimum(hb.clamp(min=0), torch.tensor([w, h, w, h], dtype=hb.dtype))
             area = (hb[:, 2] - hb[:, 0]) * (hb[:, 3] - hb[:, 1])
             seen = (inside[:, 2] - inside[:, 0]) * (inside[:, 3] - inside[:, 1])
-            ok &= seen >= 0.5 * area  # most of it still in the frame
+            in_frame = seen >= 0.5 * area  # most of it still in the frame
             hb = inside
+        ok = (
+            in_frame
+            & (hb[:, 2] - hb[:, 0] >= self.min_size)
+            & (hb[:, 3] - hb[:, 1] >= self.min_size)
+        )
         hb, hl, hs = hb[ok].to(dev), hl[ok].to(dev), hs[ok].to(dev)
         # (m, n): held box i and detection j are the same object
         same = (box_iou(hb, boxes) >= self.iou) & (hl[:, None] == labels[None])
