@@ -3,7 +3,7 @@
 SoraDet's recurrent memory is per cell of the feature maps; it finds hidden objects in their
 first few hidden frames and loses them after (docs/detect.md). :class:`ObjectHold` keeps
 one memory per object instead, with a tracker from Roboflow's ``trackers`` package
-(ByteTrack, as ``sora track``, in fixed-rate mode): the frame's detections update the
+(ByteTrack, fed as ``sora track`` feeds it, one frame a step): the frame's detections update the
 tracks, and every confirmed track that the frame did not match, lost for 1 to ``frames``
 frames, adds its Kalman-predicted box, with the class and score of the last detection it
 matched, to the frame's detections. Those boxes are marked ``forecast`` (boxes from a
@@ -30,6 +30,8 @@ from torchvision.ops import box_iou
 #: evaluation does not depend on the threshold an earlier one stored: 0.3, 0.46 and 0.6
 #: gave occluded mAP50 within 0.7 points of each other (docs/detect.md).
 HOLD_HIGH = 0.45
+#: The rate the hold's tracker is run at: one frame a step, whatever the source's rate.
+FPS = 30.0
 
 
 class ObjectHold:
@@ -68,7 +70,8 @@ class ObjectHold:
         """Forget every object (a new stream, or a gap in this one)."""
         from sora.inference.tracking import make_tracker
 
-        self.tracker = make_tracker("bytetrack", fps=30.0, high=self.high)
+        self.tracker = make_tracker("bytetrack", fps=FPS, high=self.high)
+        self.count = 0  # frames seen: their times are count / FPS
         self.last: dict[int, tuple[int, float]] = {}  # track id -> (class, score) last matched
 
     def __call__(self, d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -76,28 +79,28 @@ class ObjectHold:
         (n,) bool}`` -> the same with the held boxes appended (``forecast`` True) and the
         detections they replace removed. Other keys (e.g. ``embeddings``) raise ``ValueError``:
         hold before computing them."""
-        import supervision as sv
-        from torchvision.ops import nms
+        from sora.inference.detector import FrameDetections
+        from sora.inference.tracking import LOW_FRACTION, NMS_IOU, track_detections
 
         extra = set(d) - {"boxes", "scores", "labels", "forecast"}
         if extra:
             raise ValueError(f"ObjectHold cannot carry {', '.join(sorted(extra))}")
         boxes, scores, labels = d["boxes"].float(), d["scores"].float(), d["labels"]
         forecast = d["forecast"].bool()
-        shown = torch.nonzero((scores >= 0.75 * self.high) & ~forecast).flatten()
-        if len(shown) > 1:  # class-agnostic, as sora track feeds its tracker
-            shown = shown[nms(boxes[shown], scores[shown], 0.5)]
-        out = self.tracker.update(
-            sv.Detections(
-                xyxy=boxes[shown].cpu().numpy().astype(np.float32).reshape(-1, 4),
-                confidence=scores[shown].cpu().numpy().astype(np.float32),
-                class_id=labels[shown].cpu().numpy().astype(int),
-            )
+        frame = FrameDetections(  # fed as sora track feeds its tracker, at a fixed rate
+            index=self.count,
+            time=self.count / FPS,
+            boxes=boxes.cpu().numpy().reshape(-1, 4),
+            scores=scores.cpu().numpy(),
+            labels=labels.cpu().numpy(),
+            forecast=forecast.cpu().numpy(),
         )
-        if len(out):
-            for tid, lab, sc in zip(out.tracker_id, out.class_id, out.confidence, strict=True):
-                if tid >= 0:
-                    self.last[int(tid)] = (int(lab), float(sc))
+        self.count += 1
+        tracks = next(
+            track_detections([frame], self.tracker, conf=LOW_FRACTION * self.high, nms_iou=NMS_IOU)
+        )
+        for tid, lab, sc in zip(tracks.ids - 1, tracks.labels, tracks.scores, strict=True):
+            self.last[int(tid)] = (int(lab), float(sc))  # the tracker's own (0-based) id
         lost = [
             (t.get_state_bbox(), *self.last[t.tracker_id])
             for t in self.tracker.tracks
