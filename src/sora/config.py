@@ -183,9 +183,6 @@ class DetectConfig:
         :func:`sora.models.soradet.memory_class`): 0 (the default) the main head's alone, 1
         the memory's split times the main head's best class score. 0.25 gave about +1 mAP50
         point on detection and cost tracking about 1 IDF1 point (docs/detect.md).
-    feedback: each level's cell also reads the level's scores of the frame before (the head's
-        ``sqrt(sigmoid(cls) * sigmoid(ctrness))`` per class, no gradient through them): what
-        the network detected last, fed back into its memory. Needs a recurrent cell.
     hold: a memory per object (:class:`sora.inference.hold.ObjectHold`): an object whose
         detections stop is kept for up to this many frames at its tracked, predicted box,
         with its last class and score. 0 (the default) turns it off. A decoding rule for any
@@ -218,7 +215,6 @@ class DetectConfig:
     forecast: float = 1.0
     forecast_score: float = 1.0
     forecast_class: float = 0.0
-    feedback: bool = False
     hold: int = 0
     min_side: float = -1.0
 

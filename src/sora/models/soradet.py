@@ -173,8 +173,6 @@ class SoraDet(RunStreaming, nn.Module):
             raise ValueError(f"detect.forecast must be >= 0, got {cfg.forecast}")
         if not 0 <= cfg.forecast_class <= 1:
             raise ValueError(f"detect.forecast_class must be in [0, 1], got {cfg.forecast_class}")
-        if cfg.feedback and cfg.temporal == "none":
-            raise ValueError("detect.feedback needs a recurrent cell (detect.temporal none)")
         if not -1 <= cfg.min_side <= 0:
             raise ValueError(f"detect.min_side must be in [-1, 0], got {cfg.min_side}")
         self.cfg = cfg
@@ -200,16 +198,6 @@ class SoraDet(RunStreaming, nn.Module):
             if cell is None
             else nn.ParameterList(nn.Parameter(torch.zeros(dim)) for _ in self.strides)
         )
-        # detect.feedback: the frame before's scores (K maps) into each cell's input, added
-        # through a 3x3 convolution that starts at 0 (the network without it)
-        self.feedback = None
-        if cell is not None and cfg.feedback:
-            self.feedback = nn.ModuleList(
-                nn.Conv2d(model.num_classes, dim, 3, padding=1) for _ in self.strides
-            )
-            for conv in self.feedback:
-                nn.init.zeros_(conv.weight)
-                nn.init.zeros_(conv.bias)
         norm = partial(nn.GroupNorm, 8)
         self.cls_head = FCOSClassificationHead(
             dim, 1, model.num_classes, cfg.head_convs, norm_layer=norm
@@ -271,8 +259,6 @@ class SoraDet(RunStreaming, nn.Module):
         names = [f"h{i}" for i in range(len(self.strides))]
         if self.cfg.temporal == "convlstm":
             names += [f"c{i}" for i in range(len(self.strides))]
-        if self.feedback is not None:
-            names += [f"p{i}" for i in range(len(self.strides))]
         return {n: torch.zeros(0, device=device) for n in names}
 
     def run(
@@ -299,8 +285,6 @@ class SoraDet(RunStreaming, nn.Module):
         new: State = {}
         before: list[torch.Tensor] = []  # per level, the hidden state before each frame
         fresh = True
-        if self.feedback is not None and memory:
-            return self._run_feedback(clip, levels, state, features)
         if self.cells is not None and memory:
             state = state if state is not None else self.init_state(b, clip.device)
             fresh = not state["h0"].numel()
@@ -334,62 +318,6 @@ class SoraDet(RunStreaming, nn.Module):
             out["features"] = levels[0]
         if self.forecast is not None and before:
             fc = self.forecast(before)
-            out.update(zip(("forecast_" + k for k in FIELDS), fc, strict=True))
-            valid = torch.ones(b, t, dtype=torch.bool, device=clip.device)
-            valid[:, 0] = not fresh
-            out["forecast_valid"] = valid.flatten()
-        return {k: v.view(b, t, *v.shape[1:]) for k, v in out.items()}, new
-
-    def _run_feedback(
-        self, clip: torch.Tensor, levels: list[torch.Tensor], state: State | None, features: bool
-    ) -> tuple[Outputs, State]:
-        """:meth:`run` with ``detect.feedback``: frame by frame, each level's cell reads its
-        input plus the feedback convolution of the level's scores ``(B, K, h_l, w_l)`` on the
-        frame before (0 before the first), so the heads run once per frame."""
-        b, t = clip.shape[:2]
-        state = state if state is not None else self.init_state(b, clip.device)
-        fresh = not state["h0"].numel()
-        lstm = self.cfg.temporal == "convlstm"
-        xs = [x.view(b, t, *x.shape[1:]) for x in levels]
-        hs, cs, ps = [], [], []
-        for i, x in enumerate(xs):
-            hs.append(state[f"h{i}"] if state[f"h{i}"].numel() else torch.zeros_like(x[:, 0]))
-            if lstm:
-                cs.append(state[f"c{i}"] if state[f"c{i}"].numel() else torch.zeros_like(hs[i]))
-            size = (b, self.num_classes, *x.shape[-2:])
-            ps.append(state[f"p{i}"] if state[f"p{i}"].numel() else x.new_zeros(size))
-        per_frame: dict[str, list[torch.Tensor]] = {k: [] for k in (*FIELDS, "features")}
-        before: list[list[torch.Tensor]] = [[] for _ in xs]
-        for k in range(t):
-            fused = []
-            for i, cell in enumerate(self.cells):
-                before[i].append(hs[i])
-                x = xs[i][:, k]
-                xin = x + self.feedback[i](ps[i])
-                if lstm:
-                    hs[i], cs[i] = cell(xin, hs[i], cs[i])
-                else:
-                    hs[i] = cell(xin, hs[i])
-                fused.append(x + self.gates[i].view(1, -1, 1, 1) * hs[i])
-            logits = self.cls_head(fused)  # (B, A, K)
-            reg, ctr = self.reg_head(fused)
-            for key, v in zip(FIELDS, (logits, reg, ctr), strict=True):
-                per_frame[key].append(v)
-            per_frame["features"].append(fused[0])
-            scores = torch.sqrt(torch.sigmoid(logits) * torch.sigmoid(ctr)).detach()
-            start = 0
-            for i, x in enumerate(xs):
-                h, w = x.shape[-2:]
-                ps[i] = scores[:, start : start + h * w].transpose(1, 2).reshape(b, -1, h, w)
-                start += h * w
-        out = {k: torch.stack(v, 1).flatten(0, 1) for k, v in per_frame.items()}
-        if not features:
-            del out["features"]
-        new: State = {f"h{i}": h for i, h in enumerate(hs)}
-        new.update({f"c{i}": c for i, c in enumerate(cs)})
-        new.update({f"p{i}": p for i, p in enumerate(ps)})
-        if self.forecast is not None:
-            fc = self.forecast([torch.stack(p, 1).flatten(0, 1) for p in before])
             out.update(zip(("forecast_" + k for k in FIELDS), fc, strict=True))
             valid = torch.ones(b, t, dtype=torch.bool, device=clip.device)
             valid[:, 0] = not fresh
