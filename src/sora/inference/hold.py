@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
+from torchvision.ops import box_area, box_iou, clip_boxes_to_image
 
 #: The score of a confident detection for the hold's tracker: confident detections update
 #: and start its tracks, those down to ``LOW_FRACTION`` of it only keep tracks going
@@ -114,11 +114,8 @@ class ObjectHold:
         hs = torch.tensor([sc for _, _, sc in lost], dtype=torch.float32)
         in_frame = torch.ones(len(hb), dtype=torch.bool)
         if self.size is not None:
-            h, w = self.size
-            inside = torch.minimum(hb.clamp(min=0), torch.tensor([w, h, w, h], dtype=hb.dtype))
-            area = (hb[:, 2] - hb[:, 0]) * (hb[:, 3] - hb[:, 1])
-            seen = (inside[:, 2] - inside[:, 0]) * (inside[:, 3] - inside[:, 1])
-            in_frame = seen >= 0.5 * area  # most of it still in the frame
+            inside = clip_boxes_to_image(hb, self.size)
+            in_frame = box_area(inside) >= 0.5 * box_area(hb)  # most of it still in the frame
             hb = inside
         ok = (
             in_frame
